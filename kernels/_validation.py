@@ -1,0 +1,157 @@
+"""Input checks of the unified attention op (SPEC section 7).
+
+Two layers of checks:
+
+* ``check_metadata``: shapes, dtypes, devices and plain Python arguments. It reads no tensor
+  values, so it is safe inside ``torch.compile`` and costs nothing on the GPU.
+* ``check_values``: the checks that need tensor values (offsets increasing and ending at T,
+  num_targets within each sequence). They force one host sync, so they run where a sync happens
+  anyway (the reference, the layout builder of the Triton path).
+
+Every failure is a ``ValueError`` whose message starts with the argument's name.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+BACKENDS = ("auto", "triton", "reference")
+
+
+def _is_int_dtype(dtype: torch.dtype) -> bool:
+    return (not dtype.is_floating_point) and (not dtype.is_complex) and dtype != torch.bool
+
+
+def _check_device(name: str, t: torch.Tensor, device: torch.device) -> None:
+    if t.device != device:
+        raise ValueError(f"{name}: on device {t.device}, but q is on {device}; all tensors must share one device")
+
+
+def check_metadata(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    offsets: torch.Tensor,
+    timestamps: Optional[torch.Tensor],
+    num_targets: Optional[torch.Tensor],
+    w_pos: Optional[torch.Tensor],
+    w_time: Optional[torch.Tensor],
+    num_buckets: int,
+    window: Optional[int],
+    dilation: Optional[int],
+    num_global: int,
+    scale: Optional[float],
+    backend: str,
+) -> None:
+    """Check everything that can be checked without reading tensor values."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            raise ValueError(f"{name}: expected shape [T, H, head_dim], got {tuple(t.shape)}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{name}: dtype {t.dtype} is not supported (float16, bfloat16, float32, float64)")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"k, v: dtypes must equal q's ({q.dtype}); got k {k.dtype}, v {v.dtype}")
+    if k.shape != q.shape:
+        raise ValueError(f"k: shape {tuple(k.shape)} must equal q's {tuple(q.shape)}")
+    if v.shape[:2] != q.shape[:2]:
+        raise ValueError(f"v: leading dims {tuple(v.shape[:2])} must equal q's [T, H] {tuple(q.shape[:2])}")
+    if q.shape[1] < 1:
+        raise ValueError("q: needs at least one head")
+    if q.shape[2] < 1 or v.shape[2] < 1:
+        raise ValueError("q, v: head dims must be at least 1")
+    device = q.device
+    _check_device("k", k, device)
+    _check_device("v", v, device)
+
+    if not isinstance(offsets, torch.Tensor):
+        raise ValueError(f"offsets: expected a torch.Tensor, got {type(offsets).__name__}")
+    if offsets.dim() != 1 or offsets.numel() < 1:
+        raise ValueError(f"offsets: expected a 1-D tensor [B+1], got shape {tuple(offsets.shape)}")
+    if not _is_int_dtype(offsets.dtype):
+        raise ValueError(f"offsets: must be an integer tensor (int64), got {offsets.dtype}")
+    _check_device("offsets", offsets, device)
+    num_seqs = offsets.numel() - 1
+
+    if timestamps is not None:
+        if not isinstance(timestamps, torch.Tensor) or timestamps.dim() != 1:
+            raise ValueError("timestamps: expected a 1-D tensor [T]")
+        if timestamps.numel() != q.shape[0]:
+            raise ValueError(f"timestamps: length {timestamps.numel()} must equal T = {q.shape[0]}")
+        if timestamps.dtype == torch.bool or timestamps.dtype.is_complex:
+            raise ValueError(f"timestamps: dtype {timestamps.dtype} is not supported (integer or float)")
+        _check_device("timestamps", timestamps, device)
+
+    if num_targets is not None:
+        if not isinstance(num_targets, torch.Tensor) or num_targets.dim() != 1:
+            raise ValueError("num_targets: expected a 1-D integer tensor [B]")
+        if num_targets.numel() != num_seqs:
+            raise ValueError(f"num_targets: length {num_targets.numel()} must equal B = {num_seqs}")
+        if not _is_int_dtype(num_targets.dtype):
+            raise ValueError(f"num_targets: must be an integer tensor, got {num_targets.dtype}")
+        _check_device("num_targets", num_targets, device)
+
+    if not isinstance(num_buckets, int) or isinstance(num_buckets, bool) or num_buckets < 0:
+        raise ValueError(f"num_buckets: must be an int >= 0, got {num_buckets!r}")
+    if w_pos is not None:
+        if not isinstance(w_pos, torch.Tensor) or w_pos.dim() != 1:
+            raise ValueError("w_pos: expected a 1-D tensor of 2P-1 entries")
+        if w_pos.numel() % 2 != 1:
+            raise ValueError(f"w_pos: length must be odd (2P-1), got {w_pos.numel()}")
+        if not w_pos.dtype.is_floating_point:
+            raise ValueError(f"w_pos: must be floating point, got {w_pos.dtype}")
+        _check_device("w_pos", w_pos, device)
+    if w_time is not None:
+        if not isinstance(w_time, torch.Tensor) or w_time.dim() != 1:
+            raise ValueError("w_time: expected a 1-D tensor of num_buckets+1 entries")
+        if w_time.numel() != num_buckets + 1:
+            raise ValueError(f"w_time: length {w_time.numel()} must be num_buckets + 1 = {num_buckets + 1}")
+        if not w_time.dtype.is_floating_point:
+            raise ValueError(f"w_time: must be floating point, got {w_time.dtype}")
+        _check_device("w_time", w_time, device)
+
+    for name, val in (("window", window), ("dilation", dilation)):
+        if val is None:
+            continue
+        if not isinstance(val, int) or isinstance(val, bool):
+            raise ValueError(f"{name}: must be an int >= 1 or None, got {val!r}")
+        if val < 1:
+            raise ValueError(f"{name}: must be >= 1, got {val}")
+    if not isinstance(num_global, int) or isinstance(num_global, bool) or num_global < 0:
+        raise ValueError(f"num_global: must be an int >= 0, got {num_global!r}")
+    if scale is not None:
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+            raise ValueError(f"scale: must be a finite float or None, got {scale!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: must be one of {BACKENDS}, got {backend!r}")
+
+
+def check_values(offsets: torch.Tensor, num_targets: Optional[torch.Tensor], total_tokens: int):
+    """Value checks; returns (lengths, num_targets) as Python lists. Syncs once on CUDA."""
+    offs = offsets.tolist()
+    if offs[0] != 0:
+        raise ValueError(f"offsets: must start at 0, got {offs[0]}")
+    lengths = [b - a for a, b in zip(offs[:-1], offs[1:])]
+    for i, length in enumerate(lengths):
+        if length < 0:
+            raise ValueError(f"offsets: must be non-decreasing, but offsets[{i + 1}] = {offs[i + 1]} < offsets[{i}] = {offs[i]}")
+    if offs[-1] != total_tokens:
+        raise ValueError(f"offsets: must end at T = {total_tokens}, got {offs[-1]}")
+    if num_targets is None:
+        return lengths, [0] * len(lengths)
+    nts = num_targets.tolist()
+    for i, (nt, length) in enumerate(zip(nts, lengths)):
+        if nt < 0:
+            raise ValueError(f"num_targets: entry {i} is negative ({nt})")
+        if nt > length:
+            raise ValueError(f"num_targets: entry {i} is {nt}, above the sequence's length {length}")
+    return lengths, nts
+
+
+def pattern_is_sparse(window: Optional[int], dilation: Optional[int]) -> bool:
+    """True when the behavior-to-behavior pattern is restricted (SPEC section 7)."""
+    return window is not None or dilation is not None

@@ -1,0 +1,140 @@
+"""SUAN and LightSUAN (SPEC sections 3-5)."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from kernels._nvtx import nvtx_range
+from kernels.layers import RelativeAttentionBias
+from kernels.reference import reuse_bias
+
+from .batch import Batch, TokenLayout, collate
+from .config import ModelConfig
+from .embeddings import DenseFeatures, FieldEmbeddings
+from .uab import UnifiedAttentionBlock
+
+
+class Dice(nn.Module):
+    """Dice activation (DIN): ``p * x + (1 - p) * alpha * x`` with ``p = sigmoid(BN(x))``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(self.bn(x))
+        return p * x + (1 - p) * self.alpha * x
+
+
+class PredictionHead(nn.Module):
+    """MLP with BatchNorm + ReLU/Dice over ``concat(target token, feature tokens, dense)``."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], activation: str = "relu", dropout: float = 0.0):
+        super().__init__()
+        layers = []
+        for h in hidden:
+            layers += [nn.Linear(in_dim, h), nn.BatchNorm1d(h)]
+            layers += [Dice(h) if activation == "dice" else nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            in_dim = h
+        layers.append(nn.Linear(in_dim, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x).squeeze(-1)
+
+
+def count_parameters(model: nn.Module) -> Dict[str, int]:
+    """Total, embedding (nn.Embedding tables) and non-embedding parameter counts."""
+    emb = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    total = nonemb = 0
+    seen = set()
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if id(p) not in emb:
+            nonemb += p.numel()
+    return {"total": total, "embedding": total - nonemb, "non_embedding": nonemb}
+
+
+class SUAN(nn.Module):
+    """Stacked Unified Attention Network: field embeddings -> L UABs -> MLP head, one logit per target.
+
+    ``forward(batch)`` returns float32 logits ``[Nt]`` (one per candidate, in batch order). Any
+    number of candidates per sample is allowed: with target isolation and the behavior-only gate,
+    K candidates in one pass score exactly as K one-candidate passes (in eval mode).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = FieldEmbeddings(cfg)
+        self.dense = DenseFeatures(cfg.schema.num_dense)
+        # One relative-attention-bias table pair shared by every layer (SPEC section 3).
+        self.rab = RelativeAttentionBias(cfg.max_len + 1, cfg.num_time_buckets)
+        self.blocks = nn.ModuleList([UnifiedAttentionBlock(cfg, self.rab) for _ in range(cfg.num_layers)])
+        self.final_norm = nn.RMSNorm(cfg.d_model)
+        head_in = cfg.d_model * (1 + cfg.schema.num_features) + cfg.schema.num_dense
+        self.head = PredictionHead(head_in, cfg.head_hidden, cfg.head_activation)
+
+    # -- building blocks shared with the behavior cache (suan.cache) --------------------------
+    def encode_features(self, batch: Batch):
+        feats = self.embeddings.feature_tokens(batch.features)  # [B, F, d]
+        dense = self.dense(batch.dense)  # [B, D]
+        return feats, dense
+
+    def head_logits(self, target_tokens, feats, dense, target_seq) -> torch.Tensor:
+        z = torch.cat([self.final_norm(target_tokens), feats.flatten(1)[target_seq], dense[target_seq]], dim=-1)
+        return self.head(z)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        # reuse_bias: every layer shares one bias/mask plan on the reference (CPU) path
+        with nvtx_range(f"suan/{type(self).__name__}"), reuse_bias():
+            layout = TokenLayout.build(batch)
+            feats, dense = self.encode_features(batch)
+            x = self.embeddings(batch, layout)
+            for block in self.blocks:
+                x = block(x, feats, layout)
+            return self.head_logits(x[layout.target_rows], feats, dense, layout.target_seq).float()
+
+    def parameter_counts(self) -> Dict[str, int]:
+        return count_parameters(self)
+
+    @torch.no_grad()
+    def score(self, history: dict, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores K candidates ``[K, Ft]`` of one user in one pass; returns float32 logits ``[K]``.
+
+        ``history`` holds ``behaviors [n, Fb]``, ``behavior_ts [n]``, ``request_ts``,
+        ``features [F]`` and ``dense [D]`` (as one sample of ``suan.batch.collate``).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            sample = dict(history)
+            sample["targets"] = candidates
+            sample.pop("labels", None)
+            device = next(self.parameters()).device
+            return self(collate([sample]).to(device))
+        finally:
+            self.train(was_training)
+
+
+class LightSUAN(SUAN):
+    """SUAN with sparse self-attention (window / dilation / global tokens) for serving.
+
+    The pattern comes from ``cfg.window``, ``cfg.dilation`` and ``cfg.num_global``; on CUDA the
+    op runs the block-sparse kernels, on CPU the banded reference. ``score()`` scores K
+    candidates of one user in one pass.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        if not cfg.sparse:
+            raise ValueError("cfg: LightSUAN needs a sparse pattern (window and/or dilation); "
+                             "see suan.config.light_pattern")
+        super().__init__(cfg)

@@ -1,0 +1,116 @@
+"""The Unified Attention Block (SPEC section 3).
+
+```
+x = RMSNorm_1(x)
+a = SelfAttention(x)                      # kernels.UnifiedSelfAttention (jagged, RAB, masks)
+x = RMSNorm_2(x + dropout(a))
+c = CrossAttention(query=x, key=value=f)  # every token reads the feature tokens
+g = MSGate(x, c)
+x = RMSNorm_3(x + dropout(g))
+out = x + dropout(SwiGLU(x))
+```
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels._nvtx import nvtx_range
+from kernels.layers import RelativeAttentionBias, UnifiedSelfAttention
+
+from .batch import TokenLayout
+from .config import ModelConfig
+
+
+class FeatureCrossAttention(nn.Module):
+    """Each token attends to the F feature tokens of its own sample. ``[T, d] -> [T, d]``."""
+
+    def __init__(self, d_model: int, num_heads: int):
+        super().__init__()
+        self.h, self.dh = num_heads, d_model // num_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.o_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, feats: torch.Tensor, seq_index: torch.Tensor) -> torch.Tensor:
+        T, d = x.shape
+        B, Fn, _ = feats.shape
+        if Fn == 0:
+            return torch.zeros_like(x)
+        q = self.q_proj(x).view(T, self.h, self.dh)
+        k = self.k_proj(feats).view(B, Fn, self.h, self.dh)
+        v = self.v_proj(feats).view(B, Fn, self.h, self.dh)
+        # scores per sample first ([B, F, H, dh] is tiny), then gathered per token
+        scores = torch.einsum("thd,tfhd->thf", q, k[seq_index]) * self.dh ** -0.5
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.einsum("thf,tfhd->thd", probs, v[seq_index])
+        return self.o_proj(out.reshape(T, d))
+
+
+class MSGate(nn.Module):
+    """Multi-perspective gate: per-sample channel weights mixing x and c.
+
+    ``p`` = mean of (x + c) over the sample's behavior tokens (targets left out, so behaviors
+    never depend on the candidates); ``h = relu(W_r p)``; ``(alpha, beta) = softmax(W_a h, W_b h)``
+    per channel; ``g = alpha * x + beta * c``.
+    """
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        hidden = max(1, d_model // 4)
+        self.w_r = nn.Linear(d_model, hidden)
+        self.w_a = nn.Linear(hidden, d_model)
+        self.w_b = nn.Linear(hidden, d_model)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        B = layout.num_behaviors.numel()
+        s = (x + c)[layout.behavior_rows]
+        beh_seq = layout.seq_index[layout.behavior_rows]
+        pooled = s.new_zeros(B, s.shape[-1]).index_add(0, beh_seq, s)
+        pooled = pooled / layout.num_behaviors.clamp(min=1).to(s.dtype).unsqueeze(-1)
+        h = F.relu(self.w_r(pooled))
+        alpha = torch.sigmoid(self.w_a(h) - self.w_b(h))  # softmax over the pair (w_x, w_c)
+        alpha = alpha[layout.seq_index]
+        return alpha * x + (1 - alpha) * c
+
+
+class SwiGLU(nn.Module):
+    """``W3(silu(W1 x) * W2 x)`` with hidden width ``mult * d``."""
+
+    def __init__(self, d_model: int, mult: int = 3):
+        super().__init__()
+        self.w1 = nn.Linear(d_model, mult * d_model, bias=False)
+        self.w2 = nn.Linear(d_model, mult * d_model, bias=False)
+        self.w3 = nn.Linear(mult * d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))
+
+
+class UnifiedAttentionBlock(nn.Module):
+    """One UAB over the jagged token stream ``[T, d]`` with feature tokens ``[B, F, d]``."""
+
+    def __init__(self, cfg: ModelConfig, rab: RelativeAttentionBias):
+        super().__init__()
+        d = cfg.d_model
+        self.norm1 = nn.RMSNorm(d)
+        self.attn = UnifiedSelfAttention(d, cfg.num_heads, rab, window=cfg.window, dilation=cfg.dilation,
+                                         num_global=cfg.num_global, backend=cfg.attention_backend)
+        self.norm2 = nn.RMSNorm(d)
+        self.cross = FeatureCrossAttention(d, cfg.num_heads)
+        self.gate = MSGate(d)
+        self.norm3 = nn.RMSNorm(d)
+        self.ffn = SwiGLU(d)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, feats: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        with nvtx_range("suan/uab"):
+            x = self.norm1(x)
+            a = self.attn(x, layout.offsets, layout.timestamps, layout.num_targets)
+            x = self.norm2(x + self.dropout(a))
+            c = self.cross(x, feats, layout.seq_index)
+            g = self.gate(x, c, layout)
+            x = self.norm3(x + self.dropout(g))
+            return x + self.dropout(self.ffn(x))

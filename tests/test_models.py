@@ -1,0 +1,119 @@
+"""SUAN / LightSUAN: grades, forward/backward, parallel scoring, target independence."""
+import pytest
+import torch
+
+from suan import GRADES, SUAN, LightSUAN, TokenLayout, config_for_grade, default_schema, random_batch
+from suan.batch import Batch, collate
+from suan.config import light_pattern
+from suan.uab import UnifiedAttentionBlock
+
+
+def test_grade_table_spans_three_orders_of_magnitude():
+    assert len(GRADES) >= 6
+    counts = [SUAN(config_for_grade(g)).parameter_counts()["non_embedding"] for g in GRADES]
+    assert counts == sorted(counts)
+    assert counts[-1] / counts[0] >= 1000
+
+
+@pytest.mark.parametrize("grade", [g.name for g in GRADES])
+@pytest.mark.parametrize("light", [False, True])
+def test_every_grade_runs_forward_and_backward(grade, light):
+    torch.manual_seed(0)
+    cfg = config_for_grade(grade, light=light, max_len=24)
+    model = (LightSUAN if light else SUAN)(cfg)
+    batch = random_batch(cfg.schema, 3, 24, 1, min_len=0, seed=1)
+    logits = model(batch)
+    assert logits.shape == (3,) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.rab.w_pos.grad.abs().sum() > 0 and model.rab.w_time.grad.abs().sum() > 0
+
+
+def _single_candidate_batches(batch: Batch):
+    """K one-candidate batches of sample 0 of ``batch``."""
+    sample = batch.sample(0)
+    out = []
+    for t in range(sample["targets"].shape[0]):
+        s = dict(sample)
+        s["targets"] = sample["targets"][t:t + 1]
+        s["labels"] = None
+        out.append(collate([s]))
+    return out
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_k_candidates_in_one_pass_equal_k_single_passes(light):
+    torch.manual_seed(0)
+    cfg = config_for_grade("g1", light=light, max_len=64)
+    model = (LightSUAN if light else SUAN)(cfg).eval()
+    batch = random_batch(cfg.schema, 1, 64, 17, min_len=50, seed=3)
+    with torch.no_grad():
+        one_pass = model(batch)
+        singles = torch.cat([model(b) for b in _single_candidate_batches(batch)])
+    assert (one_pass - singles).abs().max() < 1e-5
+
+
+def test_lightsuan_score_equals_single_passes():
+    torch.manual_seed(0)
+    cfg = config_for_grade("g1", light=True, max_len=128)
+    model = LightSUAN(cfg).eval()
+    batch = random_batch(cfg.schema, 1, 128, 1, min_len=100, seed=5)
+    history = batch.sample(0)
+    candidates = torch.randint(1, 100, (40, len(cfg.schema.target_fields)))
+    scores = model.score(history, candidates)
+    assert scores.shape == (40,)
+    with torch.no_grad():
+        for t in range(0, 40, 7):
+            s = dict(history, targets=candidates[t:t + 1], labels=None)
+            single = model(collate([s]))
+            assert (single - scores[t]).abs().max() < 1e-5
+
+
+def test_uab_behavior_outputs_do_not_depend_on_targets():
+    torch.manual_seed(0)
+    cfg = config_for_grade("g1", max_len=32, dropout=0.0)
+    model = SUAN(cfg).eval()
+    block = model.blocks[0]
+    assert isinstance(block, UnifiedAttentionBlock)
+    batch = random_batch(cfg.schema, 4, 32, 3, min_len=1, seed=7)
+    other = Batch(**{**batch.__dict__, "targets": torch.randint(1, 50, batch.targets.shape)})
+    outs = []
+    with torch.no_grad():
+        for b in (batch, other):
+            layout = TokenLayout.build(b)
+            feats, _ = model.encode_features(b)
+            x = model.embeddings(b, layout)
+            outs.append(block(x, feats, layout)[layout.behavior_rows])
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+
+
+def test_lightsuan_requires_pattern_and_uses_it():
+    with pytest.raises(ValueError, match="cfg"):
+        LightSUAN(config_for_grade("g0"))
+    m = LightSUAN(config_for_grade("g2", light=True))
+    p = light_pattern(m.cfg.max_len)
+    assert m.blocks[0].attn.window == p["window"] and m.blocks[0].attn.dilation == p["dilation"]
+
+
+def test_shared_relative_bias_across_layers():
+    m = SUAN(config_for_grade("g3"))
+    assert all(b.attn.rab is m.rab for b in m.blocks)
+    names = [n for n, _ in m.named_parameters() if "w_pos" in n]
+    assert len(names) == 1
+
+
+def test_dense_features_imputation_and_missing_values():
+    cfg = config_for_grade("g0")
+    m = SUAN(cfg).eval()
+    b = random_batch(cfg.schema, 4, 8, 1, seed=2)
+    b.dense[:] = 0.0  # everything missing: the learned imputation takes over
+    assert torch.isfinite(m(b)).all()
+
+
+def test_config_roundtrip():
+    cfg = config_for_grade("g2", light=True)
+    from suan.config import ModelConfig
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.schema == default_schema()
