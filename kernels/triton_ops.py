@@ -1,5 +1,279 @@
-"""Triton backend of ``unified_attention`` (lands with the fused-kernel issue)."""
+"""Triton backend of ``unified_attention``: launchers, custom ops and the autograd Function.
+
+* ``torch.ops.suan.unified_attention_fwd`` / ``unified_attention_bwd`` are ``torch.library``
+  custom ops with fake (meta) implementations, so a model using the op compiles under
+  ``torch.compile`` without graph breaks; all data-dependent work (value checks, block layouts,
+  host syncs) happens inside them.
+* ``UnifiedAttentionFunction`` (``torch.autograd.Function``) calls the two ops.
+* CUDA tensors run the compiled kernels; CPU tensors run the same kernels under the Triton
+  interpreter (one small block size and config, dot operands upcast to float32).
+
+Bias-table gradients are deterministic by default (int64 fixed point, see
+``kernels.triton_kernels``); ``set_bias_grad_mode("float")`` or ``SUAN_BIAS_GRAD=float`` switches
+to float32 atomics.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._nvtx import nvtx_range
+from ._validation import check_values
+from .block_layout import LAYOUT_CACHE, AttentionLayout, PassLayout
+
+_MODULES = {}
+_MODULE_LOCK = threading.Lock()
+_BIAS_GRAD_MODE = os.environ.get("SUAN_BIAS_GRAD", "fixed")
+INTERPRET_BLOCK = 16
 
 
-def unified_attention_triton(*args, **kwargs):
-    raise NotImplementedError("backend='triton': the Triton kernels are not implemented yet; use backend='reference'")
+def set_bias_grad_mode(mode: str) -> None:
+    """``"fixed"`` (deterministic int64 fixed point, default) or ``"float"`` (float32 atomics)."""
+    global _BIAS_GRAD_MODE
+    if mode not in ("fixed", "float"):
+        raise ValueError(f"mode: 'fixed' or 'float', got {mode!r}")
+    _BIAS_GRAD_MODE = mode
+
+
+def kernel_module(interpret: bool):
+    """The kernels module, compiled (CUDA) or built under the Triton interpreter (CPU)."""
+    with _MODULE_LOCK:
+        if interpret not in _MODULES:
+            from triton import knobs
+
+            if not interpret:
+                from . import triton_kernels as mod
+            else:
+                spec = importlib.util.find_spec("kernels.triton_kernels")
+                mod = importlib.util.module_from_spec(spec)
+                with knobs.runtime.scope():
+                    knobs.runtime.interpret = True
+                    spec.loader.exec_module(mod)
+            _MODULES[interpret] = mod
+        return _MODULES[interpret]
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def block_size(head_dim: int, value_dim: int, dtype: torch.dtype, interpret: bool) -> int:
+    """Block edge (query and key blocks are square: the w_pos gradient reduces tile diagonals)."""
+    if interpret:
+        return INTERPRET_BLOCK
+    if dtype == torch.float32 and max(head_dim, value_dim) > 64:
+        return 32  # fp32 tiles of 128-wide heads would spill
+    return 64
+
+
+@torch.library.custom_op("suan::unified_attention_fwd", mutates_args=())
+def unified_attention_fwd(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, timestamps: Optional[Tensor],
+                          num_targets: Optional[Tensor], w_pos: Optional[Tensor], w_time: Optional[Tensor],
+                          num_buckets: int, window: Optional[int], dilation: Optional[int], num_global: int,
+                          scale: float) -> Tuple[Tensor, Tensor]:
+    """Returns ``out [T, H, dv]`` (q's dtype) and the log-sum-exp ``[H, T]`` (float32)."""
+    run = _Run(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
+               num_global, scale)
+    return run.forward()
+
+
+@unified_attention_fwd.register_fake
+def _(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation, num_global, scale):
+    T, H, _ = q.shape
+    return q.new_empty((T, H, v.shape[2])), q.new_empty((H, T), dtype=torch.float32)
+
+
+@torch.library.custom_op("suan::unified_attention_bwd", mutates_args=())
+def unified_attention_bwd(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                          offsets: Tensor, timestamps: Optional[Tensor], num_targets: Optional[Tensor],
+                          w_pos: Optional[Tensor], w_time: Optional[Tensor], num_buckets: int,
+                          window: Optional[int], dilation: Optional[int], num_global: int, scale: float,
+                          need_w_pos: bool, need_w_time: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Returns dq, dk, dv and the w_pos / w_time gradients (empty tensors when not needed)."""
+    run = _Run(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
+               num_global, scale)
+    return run.backward(grad_out, out, lse, need_w_pos, need_w_time)
+
+
+@unified_attention_bwd.register_fake
+def _(grad_out, q, k, v, out, lse, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window,
+      dilation, num_global, scale, need_w_pos, need_w_time):
+    dwp = w_pos.new_empty(w_pos.shape) if (need_w_pos and w_pos is not None) else q.new_empty((0,))
+    dwt = w_time.new_empty(w_time.shape) if (need_w_time and w_time is not None) else q.new_empty((0,))
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dwp, dwt
+
+
+class UnifiedAttentionFunction(torch.autograd.Function):
+    """Autograd wrapper of the fused forward and backward kernels."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
+                num_global, scale):
+        out, lse = torch.ops.suan.unified_attention_fwd(q, k, v, offsets, timestamps, num_targets, w_pos, w_time,
+                                                        num_buckets, window, dilation, num_global, scale)
+        ctx.save_for_backward(q, k, v, out, lse, offsets, timestamps, num_targets, w_pos, w_time)
+        ctx.params = (num_buckets, window, dilation, num_global, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, offsets, timestamps, num_targets, w_pos, w_time = ctx.saved_tensors
+        num_buckets, window, dilation, num_global, scale = ctx.params
+        need_w_pos = bool(ctx.needs_input_grad[6]) and w_pos is not None
+        # without timestamps the time term is dropped: w_time gets no gradient (as in the reference)
+        need_w_time = bool(ctx.needs_input_grad[7]) and w_time is not None and timestamps is not None
+        dq, dk, dv, dwp, dwt = torch.ops.suan.unified_attention_bwd(
+            grad_out.contiguous(), q, k, v, out, lse, offsets, timestamps, num_targets, w_pos, w_time, num_buckets,
+            window, dilation, num_global, scale, need_w_pos, need_w_time)
+        return (dq, dk, dv, None, None, None, dwp if need_w_pos else None, dwt if need_w_time else None,
+                None, None, None, None, None)
+
+
+def unified_attention_triton(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window,
+                             dilation, num_global, scale) -> Tensor:
+    """Entry from ``kernels.unified_attention`` (arguments already checked for metadata)."""
+    return UnifiedAttentionFunction.apply(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets,
+                                          window, dilation, num_global, scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------
+class _Run:
+    """Everything one call needs: the kernels module, layout, flags and launch arguments."""
+
+    def __init__(self, q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
+                 num_global, scale):
+        self.interpret = not q.is_cuda
+        self.mod = kernel_module(self.interpret)
+        self.q, self.k, self.v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+        self.T, self.H, self.DH = q.shape
+        self.DV = v.shape[2]
+        self.offsets = offsets
+        device = q.device
+        self.block = block_size(self.DH, self.DV, q.dtype, self.interpret)
+        self.layout: AttentionLayout = LAYOUT_CACHE.get(
+            offsets, num_targets, self.block, window, dilation, num_global,
+            validate=lambda: check_values(offsets, num_targets, self.T))
+        self.nt = num_targets.to(torch.int64) if num_targets is not None else torch.zeros(
+            offsets.numel() - 1, dtype=torch.int64, device=device)
+        self.offs = offsets.to(torch.int64)
+        self.has_pos = w_pos is not None
+        self.has_time = w_time is not None and timestamps is not None
+        dummy = torch.zeros(1, dtype=torch.float32, device=device)
+        self.w_pos = w_pos if self.has_pos else dummy
+        self.w_time = w_time if self.has_time else dummy
+        if self.has_time:
+            self.ts = timestamps.to(torch.float64 if timestamps.dtype.is_floating_point else torch.int64).contiguous()
+        else:
+            self.ts = torch.zeros(1, dtype=torch.int64, device=device)
+        self.P = (w_pos.numel() + 1) // 2 if self.has_pos else 1
+        self.NB = num_buckets
+        self.scale = scale
+        self.upcast = self.interpret and q.dtype == torch.bfloat16
+        self.ieee = (not self.interpret) and q.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
+        self.bdh = max(16, _next_pow2(self.DH))
+        self.bdv = max(16, _next_pow2(self.DV))
+        self.len_bucket = max(64, _next_pow2(self.layout.max_len))
+
+    # common launch arguments -------------------------------------------------------------
+    def _pattern_args(self, pl: PassLayout):
+        lay = self.layout
+        pass_b = pl.name == "B"
+        sparse = lay.window is not None or lay.dilation is not None
+        r = lay.dilation or 1
+        s_cls = 0 if (lay.window is None or not pass_b) else -(-lay.window // r)
+        return dict(WIN=lay.window or 0, GLOB=lay.num_global, R_DIL=r, S_CLS=s_cls), dict(
+            PASS_B=pass_b, SPARSE=sparse, HAS_WINDOW=lay.window is not None)
+
+    def _common(self, pl: PassLayout):
+        ints, consts = self._pattern_args(pl)
+        args = dict(T=self.T, H=self.H, scale=self.scale, P=self.P, NB=self.NB, DH=self.DH, DV=self.DV,
+                    LEN_BUCKET=self.len_bucket, **ints)
+        consts.update(BLOCK=self.block, BDH=self.bdh, BDV=self.bdv, HAS_POS=self.has_pos, HAS_TIME=self.has_time,
+                      UPCAST=self.upcast, IEEE=self.ieee)
+        return args, consts
+
+    def _passes(self):
+        return [p for p in (self.layout.pass_a, self.layout.pass_b) if p is not None]
+
+    # forward --------------------------------------------------------------------------------
+    def forward(self):
+        q, k, v = self.q, self.k, self.v
+        out = torch.empty((self.T, self.H, self.DV), dtype=q.dtype, device=q.device)
+        lse = torch.empty((self.H, self.T), dtype=torch.float32, device=q.device)
+        two_pass = self.layout.pass_b is not None
+        acc = torch.empty((self.T, self.H, self.DV), dtype=torch.float32, device=q.device) if two_pass else lse
+        for pl in self._passes():
+            if pl.num_blocks == 0:
+                continue
+            args, consts = self._common(pl)
+            with nvtx_range(f"suan/attn_fwd_{pl.name}"):
+                self.mod.attn_fwd[(pl.num_blocks, self.H)](
+                    q, k, v, out, acc, lse, self.offs, self.nt, self.ts, self.w_pos, self.w_time,
+                    pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx,
+                    q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                    out.stride(0), out.stride(1),
+                    STORE_ACC=two_pass and pl.name == "A", **args, **consts)
+        return out, lse
+
+    # backward -------------------------------------------------------------------------------
+    def backward(self, grad_out, out, lse, need_w_pos: bool, need_w_time: bool):
+        q, k, v = self.q, self.k, self.v
+        dev = q.device
+        do = grad_out if grad_out.stride(-1) == 1 else grad_out.contiguous()
+        delta = (do.float() * out.float()).sum(-1).t().contiguous()  # [H, T]
+        dq = torch.empty((self.T, self.H, self.DH), dtype=torch.float32, device=dev)
+        dk = torch.empty((self.T, self.H, self.DH), dtype=torch.float32, device=dev)
+        dv = torch.empty((self.T, self.H, self.DV), dtype=torch.float32, device=dev)
+        pos_grad = need_w_pos and self.has_pos
+        time_grad = need_w_time and self.has_time
+        fixed = _BIAS_GRAD_MODE == "fixed"
+        acc_dtype = torch.int64 if fixed else torch.float32
+        dpos = torch.zeros(self.w_pos.numel() if pos_grad else 1, dtype=acc_dtype, device=dev)
+        dtime = torch.zeros(self.w_time.numel() if time_grad else 1, dtype=acc_dtype, device=dev)
+        fxp = _fixed_point_scale(v, do) if fixed else torch.ones(1, dtype=torch.float32, device=dev)
+        for i, pl in enumerate(self._passes()):
+            if pl.num_blocks == 0:
+                continue
+            args, consts = self._common(pl)
+            with nvtx_range(f"suan/attn_bwd_dq_{pl.name}"):
+                self.mod.attn_bwd_dq[(pl.num_blocks, self.H)](
+                    q, k, v, do, lse, delta, dq, self.offs, self.nt, self.ts, self.w_pos, self.w_time,
+                    dpos, dtime, fxp, pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx,
+                    q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                    do.stride(0), do.stride(1),
+                    NBP=max(16, _next_pow2(self.NB + 1)), ACCUM=i > 0, POS_GRAD=pos_grad, TIME_GRAD=time_grad,
+                    FIXED_POINT=fixed, **args, **consts)
+            with nvtx_range(f"suan/attn_bwd_dkdv_{pl.name}"):
+                self.mod.attn_bwd_dkdv[(pl.num_blocks, self.H)](
+                    q, k, v, do, lse, delta, dk, dv, self.offs, self.nt, self.ts, self.w_pos, self.w_time,
+                    pl.blk_seq, pl.blk_start, pl.q_ptr, pl.q_idx,
+                    q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                    do.stride(0), do.stride(1),
+                    ACCUM=i > 0, **args, **consts)
+        dwp = q.new_empty((0,)) if not pos_grad else _from_accumulator(dpos, fxp, self.w_pos.dtype)
+        dwt = q.new_empty((0,)) if not time_grad else _from_accumulator(dtime, fxp, self.w_time.dtype)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt
+
+
+def _fixed_point_scale(v: Tensor, do: Tensor) -> Tensor:
+    """A power of two S with S * sum|dS| <= 2**60 (int64 headroom 8x); stays on the device.
+
+    |dS_ij| = P_ij |dO_i . (v_j - o_i)| <= 2 P_ij |dO_i| max|v|, so sum |dS| <= 2 max|v| sum|dO_i|.
+    """
+    bound = 2.0 * v.float().norm(dim=-1).amax() * do.float().norm(dim=-1).sum()
+    bound = torch.nan_to_num(bound, nan=1.0, posinf=3e38).clamp(min=1e-30)
+    exponent = (60.0 - torch.ceil(torch.log2(bound))).clamp(-60.0, 100.0)
+    return torch.exp2(exponent).reshape(1).float()
+
+
+def _from_accumulator(acc: Tensor, fxp: Tensor, dtype: torch.dtype) -> Tensor:
+    if acc.dtype == torch.int64:
+        return (acc.double() / fxp.double()).to(dtype)
+    return acc.to(dtype)
