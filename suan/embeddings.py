@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels.reference import time_bucket
+from kernels import time_bucket
 
 from .batch import Batch, TokenLayout
 from .config import ModelConfig
@@ -72,6 +72,13 @@ class FieldEmbeddings(nn.Module):
         if not len(self.features):
             return features.new_zeros(features.shape[0], 0, self.d_model, dtype=torch.float32)
         return torch.stack([emb(features[:, i]) for i, emb in enumerate(self.features)], dim=1)
+
+    def candidate_tokens(self, fields: torch.Tensor, num_behaviors: int) -> torch.Tensor:
+        """Tokens of K candidates of one sample with n behaviors: position n, age 0. ``[K, d]``."""
+        pos = torch.full((fields.shape[0],), min(num_behaviors, self.cfg.max_len), dtype=torch.long,
+                         device=fields.device)
+        age0 = torch.zeros_like(pos)
+        return self.target_tokens(fields) + self.position(pos) + self.time_proj(self.time_table(age0))
 
     def forward(self, batch: Batch, layout: TokenLayout) -> torch.Tensor:
         """The token stream ``[T, d_model]`` in layout order."""

@@ -1,19 +1,20 @@
 """SUAN and LightSUAN (SPEC sections 3-5)."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 
-from kernels._nvtx import nvtx_range
-from kernels.layers import RelativeAttentionBias
-from kernels.reference import reuse_bias
+from kernels import RelativeAttentionBias, nvtx_range, reuse_bias
 
 from .batch import Batch, TokenLayout, collate
 from .config import ModelConfig
 from .embeddings import DenseFeatures, FieldEmbeddings
 from .uab import UnifiedAttentionBlock
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cache import BehaviorCache, EncodedHistory
 
 
 class Dice(nn.Module):
@@ -106,23 +107,69 @@ class SUAN(nn.Module):
     def parameter_counts(self) -> Dict[str, int]:
         return count_parameters(self)
 
+    # -- serving -----------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
     @torch.no_grad()
-    def score(self, history: dict, candidates: torch.Tensor) -> torch.Tensor:
+    def score(self, history: dict, candidates: torch.Tensor, cache: Optional["BehaviorCache"] = None,
+              key=None) -> torch.Tensor:
         """Scores K candidates ``[K, Ft]`` of one user in one pass; returns float32 logits ``[K]``.
 
         ``history`` holds ``behaviors [n, Fb]``, ``behavior_ts [n]``, ``request_ts``,
-        ``features [F]`` and ``dense [D]`` (as one sample of ``suan.batch.collate``).
+        ``features [F]`` and ``dense [D]`` (one sample of ``suan.batch.collate``). With a
+        ``suan.cache.BehaviorCache`` and a ``key`` the history is encoded once and later calls
+        with the same key score against the cache in O(K * n) per layer.
         """
-        was_training = self.training
-        self.eval()
-        try:
-            sample = dict(history)
-            sample["targets"] = candidates
+        if cache is not None:
+            return cache.score(key, candidates, history)
+        with _eval(self):
+            sample = dict(history, targets=candidates)
             sample.pop("labels", None)
-            device = next(self.parameters()).device
-            return self(collate([sample]).to(device))
-        finally:
-            self.train(was_training)
+            return self(collate([sample]).to(self._device()))
+
+    @torch.no_grad()
+    def encode_history(self, history: dict) -> "EncodedHistory":
+        """Runs the behaviors of one user through every layer once and keeps what candidates need."""
+        from .cache import EncodedHistory, model_version
+
+        with _eval(self), reuse_bias():
+            sample = dict(history, targets=torch.zeros(0, len(self.cfg.schema.target_fields), dtype=torch.long))
+            sample.pop("labels", None)
+            batch = collate([sample]).to(self._device())
+            layout = TokenLayout.build(batch)
+            feats, dense = self.encode_features(batch)
+            x = self.embeddings(batch, layout)
+            layers = []
+            for block in self.blocks:
+                x = block(x, feats, layout, capture=layers)
+            return EncodedHistory(layers, feats, dense, batch.behavior_ts, batch.request_ts[0],
+                                  int(batch.behaviors.shape[0]), model_version(self))
+
+    @torch.no_grad()
+    def score_encoded(self, enc: "EncodedHistory", candidates: torch.Tensor) -> torch.Tensor:
+        """Logits ``[K]`` of candidates ``[K, Ft]`` against an encoded history."""
+        with _eval(self):
+            cands = torch.as_tensor(candidates, dtype=torch.long, device=self._device())
+            x = self.embeddings.candidate_tokens(cands, enc.num_behaviors)
+            for block, layer in zip(self.blocks, enc.layers):
+                x = block.forward_candidates(x, enc.feats, layer, enc.behavior_ts, enc.request_ts)
+            zeros = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            return self.head_logits(x, enc.feats, enc.dense, zeros).float()
+
+
+class _eval:
+    """Context: the model in eval mode, restored afterwards."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
 
 
 class LightSUAN(SUAN):
@@ -130,7 +177,7 @@ class LightSUAN(SUAN):
 
     The pattern comes from ``cfg.window``, ``cfg.dilation`` and ``cfg.num_global``; on CUDA the
     op runs the block-sparse kernels, on CPU the banded reference. ``score()`` scores K
-    candidates of one user in one pass.
+    candidates of one user in one pass, or against a ``BehaviorCache``.
     """
 
     def __init__(self, cfg: ModelConfig):
