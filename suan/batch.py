@@ -54,6 +54,21 @@ class Batch:
         return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory())
                         for f in dataclasses.fields(self)})
 
+    def truncate(self, max_len: int) -> "Batch":
+        """The same batch with every history cut to its last ``max_len`` behaviors (no copy when
+        nothing is longer)."""
+        lens = self.behavior_offsets.diff()
+        keep = lens.clamp(max=max_len)
+        if bool((keep == lens).all()):
+            return self
+        new_offsets = torch.cat([self.behavior_offsets[:1] * 0, keep.cumsum(0)])
+        total = int(new_offsets[-1])
+        seq = torch.repeat_interleave(torch.arange(keep.numel(), device=keep.device), keep, output_size=total)
+        src = self.behavior_offsets[1:].index_select(0, seq) - keep.index_select(0, seq) + \
+            (torch.arange(total, device=keep.device) - new_offsets[:-1].index_select(0, seq))
+        return dataclasses.replace(self, behaviors=self.behaviors.index_select(0, src),
+                                   behavior_ts=self.behavior_ts.index_select(0, src), behavior_offsets=new_offsets)
+
     def target_sample_index(self) -> torch.Tensor:
         """Sample of every candidate, ``[Nt]``."""
         counts = self.target_offsets.diff()

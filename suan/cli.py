@@ -1,14 +1,24 @@
-"""The ``suan`` command line."""
+"""The ``suan`` command line.
+
+Settings of ``train`` / ``distill`` come from the ``TrainConfig`` defaults, then a JSON config
+file (``--config``), then flags (``--epochs 3``, ``--set model_overrides.dropout=0.0``).
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+import typing
 from typing import List, Optional
 
 from .config import GRADES, config_for_grade
 
 
+# ----------------------------------------------------------------------------------------------
+# grades / latency / demo
+# ----------------------------------------------------------------------------------------------
 def _grade_rows() -> List[dict]:
     from .models import SUAN
 
@@ -47,7 +57,8 @@ def cmd_latency(args) -> int:
 
     torch.manual_seed(0)
     rows = latency_table(args.grade, args.lengths, args.candidates, device=args.device, repeat=args.repeat,
-                         window=args.window, dilation=args.dilation, num_global=args.num_global)
+                         window=args.window, dilation=args.dilation, num_global=args.num_global,
+                         cached=args.cached)
     print(format_latency(rows))
     if args.json:
         with open(args.json, "w") as f:
@@ -56,34 +67,159 @@ def cmd_latency(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Smoke run of SUAN and LightSUAN: parameter counts, one training step, latency table."""
-    import os
+    from .demo import run_demo
 
-    import torch
+    report = run_demo(args.out, seed=args.seed, preset=args.preset, epochs=args.epochs,
+                      progress=not args.no_progress, data_dir=args.data_dir)
+    return 0 if report["ordering_holds"] or not args.strict else 1
 
-    from .batch import random_batch
-    from .latency import format_latency, latency_table
-    from .models import SUAN, LightSUAN
 
-    torch.manual_seed(args.seed)
-    os.makedirs(args.out, exist_ok=True)
-    report = {"models": {}}
-    for name, light in (("suan", False), ("lightsuan", True)):
-        cfg = config_for_grade(args.grade, light=light)
-        model = (LightSUAN if light else SUAN)(cfg)
-        batch = random_batch(cfg.schema, 32, cfg.max_len, 1, seed=args.seed)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.labels)
-        loss.backward()
-        report["models"][name] = {**model.parameter_counts(), "loss": loss.item()}
-        print(f"{name:10s} non-embedding params {report['models'][name]['non_embedding']:,}  loss {float(loss):.4f}")
-    rows = latency_table(args.grade, (256, 1024), (1, 100), repeat=3)
-    report["latency"] = rows
-    print(format_latency(rows))
-    with open(os.path.join(args.out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+# ----------------------------------------------------------------------------------------------
+# train / distill
+# ----------------------------------------------------------------------------------------------
+def _field_type(f: dataclasses.Field):
+    t = f.type if not isinstance(f.type, str) else eval(f.type, vars(typing), {})  # noqa: S307
+    origin = typing.get_origin(t)
+    if origin is typing.Union:
+        t = [a for a in typing.get_args(t) if a is not type(None)][0]
+    return t
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    p.add_argument("--config", help="JSON file of TrainConfig settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, JSON values, dotted keys into dicts (model_overrides.dropout=0)")
+    for f in dataclasses.fields(TrainConfig):
+        t = _field_type(f)
+        flag = "--" + f.name.replace("_", "-")
+        if t is bool:
+            p.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction)
+        elif t in (int, float, str):
+            p.add_argument(flag, dest=f.name, default=None, type=t)
+        else:  # dicts: JSON
+            p.add_argument(flag, dest=f.name, default=None, type=json.loads, help="JSON")
+
+
+def _train_config(args, distill: bool):
+    from .train import TrainConfig
+
+    d = TrainConfig().to_dict()
+    if distill:
+        d.update(teacher="g2", grade="g0", distill_lambda=4.0, temperature=2.0, distill_warmup_steps=500)
+    if args.config:
+        with open(args.config) as f:
+            file_cfg = json.load(f)
+        unknown = set(file_cfg) - set(d)
+        if unknown:
+            raise ValueError(f"config: unknown keys {sorted(unknown)} in {args.config}")
+        d.update(file_cfg)
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            d[f.name] = v
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set: expected KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        head, _, tail = key.partition(".")
+        if head not in d:
+            raise ValueError(f"--set: unknown setting {head!r}")
+        if tail:
+            d[head] = dict(d[head] or {})
+            d[head][tail] = value
+        else:
+            d[head] = value
+    if distill and not d.get("teacher"):
+        raise ValueError("teacher: distill needs a teacher grade (--teacher g2)")
+    return TrainConfig.from_dict(d)
+
+
+def cmd_train(args, distill: bool = False) -> int:
+    from .train import train
+
+    cfg = _train_config(args, distill)
+    result = train(cfg)
+    if result["trainer"].is_main:
+        for name, m in result["test"].items():
+            print(f"test {name}: auc {m['auc']:.4f} gauc {m['gauc']:.4f} logloss {m['logloss']:.4f}")
+        print(f"results: {os.path.join(cfg.out_dir, 'results.json')}")
     return 0
 
 
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def cmd_data(args) -> int:
+    if args.data_command == "generate":
+        import dataclasses as dc
+
+        from .data.synthetic import PRESETS, generate
+
+        if args.preset not in PRESETS:
+            raise ValueError(f"preset: unknown {args.preset!r}; known: {sorted(PRESETS)}")
+        cfg = dc.replace(PRESETS[args.preset], seed=args.seed)
+        if args.users:
+            cfg = dc.replace(cfg, num_users=args.users)
+        store = generate(args.out, cfg, progress=True)
+        print(json.dumps(store.describe(), indent=2, default=str))
+        return 0
+    if args.data_command == "build":
+        from .data.registry import open_dataset
+
+        store = open_dataset(args.spec, data_dir=args.data_dir, seed=args.seed)
+        print(json.dumps(store.describe(), indent=2, default=str))
+        return 0
+    if args.data_command == "info":
+        from .data.store import Store
+
+        print(json.dumps(Store(args.path).describe(), indent=2, default=str))
+        return 0
+    if args.data_command == "fetch":
+        from .data import movielens100k
+
+        if args.name != "movielens-100k":
+            raise ValueError(f"name: only 'movielens-100k' can be fetched, got {args.name!r}")
+        movielens100k.fetch(data_dir=args.data_dir, verbose=True)
+        return 0
+    raise ValueError("data: choose generate, build, info or fetch")
+
+
+# ----------------------------------------------------------------------------------------------
+# serving
+# ----------------------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    from .serving import export_model, load_checkpoint_model
+
+    model = load_checkpoint_model(args.checkpoint, args.which)
+    example = None
+    if args.try_torch_export:
+        import torch
+
+        from .batch import random_batch
+
+        b = random_batch(model.cfg.schema, 1, min(16, model.cfg.max_len), 4, min_len=4, seed=0)
+        example = (b.sample(0), b.targets)
+        del torch
+    manifest = export_model(model, args.out, *(example or (None, None)))
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .serving import score_file
+
+    stats = score_file(args.model, args.input, args.output, cache_mb=args.cache_mb)
+    print(f"scored {stats['ok']} requests, {stats['errors']} errors, {stats['seconds']:.2f} s", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="suan", description="SUAN / LightSUAN CTR models on unified attention kernels")
     sub = p.add_subparsers(dest="command", required=True)
@@ -92,11 +228,55 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print JSON: {\"grades\": [...]}")
     g.set_defaults(func=cmd_grades)
 
-    demo = sub.add_parser("demo", help="the main job")
+    demo = sub.add_parser("demo", help="the main job: LightSUAN alone vs SUAN teacher + distilled LightSUAN")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--grade", default="g2")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--preset", default="demo", help="synthetic data preset")
+    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--data-dir", default=None, help="data cache folder (default $SUAN_DATA or ~/.cache/suan)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--strict", action="store_true", help="exit 1 unless teacher and distilled student beat "
+                      "LightSUAN alone")
     demo.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("train", help="train one model")
+    _add_train_flags(tr)
+    tr.set_defaults(func=lambda a: cmd_train(a, distill=False))
+    ds = sub.add_parser("distill", help="train a SUAN teacher and a LightSUAN student with online distillation")
+    _add_train_flags(ds)
+    ds.set_defaults(func=lambda a: cmd_train(a, distill=True))
+
+    data = sub.add_parser("data", help="generate, build, fetch or inspect datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    gen = dsub.add_parser("generate", help="generate synthetic data")
+    gen.add_argument("--preset", default="demo")
+    gen.add_argument("--users", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", required=True)
+    bld = dsub.add_parser("build", help="build a dataset spec (taobao:FILE, movielens:FILE, amazon:FILE, ...)")
+    bld.add_argument("spec")
+    bld.add_argument("--data-dir", default=None)
+    bld.add_argument("--seed", type=int, default=0)
+    inf = dsub.add_parser("info", help="describe a dataset folder")
+    inf.add_argument("path")
+    fe = dsub.add_parser("fetch", help="fetch a public dataset into the cache (movielens-100k)")
+    fe.add_argument("name")
+    fe.add_argument("--data-dir", default=None)
+    data.set_defaults(func=cmd_data)
+
+    ex = sub.add_parser("export", help="export a trained model (the student of a distillation run) for serving")
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--which", default=None, help="model | teacher | student (default: student if any)")
+    ex.add_argument("--try-torch-export", action=argparse.BooleanOptionalAction, default=True)
+    ex.set_defaults(func=cmd_export)
+
+    sc = sub.add_parser("score", help="score JSON-lines requests with an exported model")
+    sc.add_argument("--model", required=True, help="folder written by `suan export`")
+    sc.add_argument("--input", default="-")
+    sc.add_argument("--output", default="-")
+    sc.add_argument("--cache-mb", type=int, default=256, help="behavior cache size (0 disables)")
+    sc.set_defaults(func=cmd_score)
 
     lat = sub.add_parser("latency", help="forward latency per request, SUAN vs LightSUAN")
     lat.add_argument("--grade", default="g2")
@@ -107,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--window", type=int, default=None)
     lat.add_argument("--dilation", type=int, default=None)
     lat.add_argument("--num-global", type=int, default=None)
+    lat.add_argument("--cached", action="store_true", help="also time scoring against the behavior cache")
     lat.add_argument("--json", default=None, help="also write the rows to this JSON file")
     lat.set_defaults(func=cmd_latency)
     return p
@@ -117,7 +298,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"suan {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ from kernels import time_bucket
 
 from .batch import Batch, TokenLayout
 from .config import ModelConfig
+from .nn import GlobalBatchNorm1d
 
 
 class DenseFeatures(nn.Module):
@@ -18,7 +19,7 @@ class DenseFeatures(nn.Module):
         self.num_dense = num_dense
         if num_dense:
             self.impute = nn.Parameter(torch.zeros(num_dense))
-            self.norm = nn.BatchNorm1d(num_dense)
+            self.norm = GlobalBatchNorm1d(num_dense)
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
         if self.num_dense == 0:

@@ -1,4 +1,8 @@
-"""Inference latency per request: SUAN vs LightSUAN at several (L behaviors, K candidates)."""
+"""Inference latency per request: SUAN vs LightSUAN at several (L behaviors, K candidates).
+
+Per (L, K): one pass over ``[history, K candidates]`` for SUAN and LightSUAN, and LightSUAN
+scoring against a behavior cache (the history encoded once beforehand; ``cached=True``).
+"""
 from __future__ import annotations
 
 import time
@@ -7,6 +11,7 @@ from typing import Iterable, List, Optional
 import torch
 
 from .batch import random_batch
+from .cache import BehaviorCache
 from .config import config_for_grade, light_pattern
 from .models import SUAN, LightSUAN
 
@@ -31,36 +36,53 @@ def time_call(fn, warmup: int = 1, repeat: int = 5, min_seconds: float = 0.0) ->
     return times[len(times) // 2]
 
 
+def _candidates(schema, K, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(1, schema.behavior_fields[i].vocab_size, (K,), generator=g)
+                        for i in schema.target_field_index()], 1).to(device)
+
+
 def latency_table(grade: str = "g2", lengths: Iterable[int] = (256, 1024), candidates: Iterable[int] = (1, 100),
                   device: str = "cpu", repeat: int = 5, window: Optional[int] = None,
-                  dilation: Optional[int] = None, num_global: Optional[int] = None) -> List[dict]:
+                  dilation: Optional[int] = None, num_global: Optional[int] = None,
+                  cached: bool = False) -> List[dict]:
     """Forward latency of one request (one user, L behaviors, K candidates) per model."""
     rows = []
     for L in lengths:
         pattern = light_pattern(L)
-        if window is not None:
-            pattern["window"] = window
-        if dilation is not None:
-            pattern["dilation"] = dilation
-        if num_global is not None:
-            pattern["num_global"] = num_global
+        for key, val in (("window", window), ("dilation", dilation), ("num_global", num_global)):
+            if val is not None:
+                pattern[key] = val
         suan = SUAN(config_for_grade(grade, max_len=L)).to(device).eval()
         light = LightSUAN(config_for_grade(grade, max_len=L, **pattern)).to(device).eval()
+        history = random_batch(suan.cfg.schema, 1, L, 1, min_len=L, seed=L, device=device).sample(0)
+        cache = BehaviorCache(light, max_bytes=1 << 30)
         for K in candidates:
-            batch = random_batch(suan.cfg.schema, 1, L, K, min_len=L, seed=L + K, device=device)
+            cands = _candidates(suan.cfg.schema, K, device, seed=K)
             row = {"L": L, "K": K, **pattern}
             with torch.no_grad():
-                row["suan_ms"] = time_call(lambda: suan(batch), repeat=repeat)
-                row["lightsuan_ms"] = time_call(lambda: light(batch), repeat=repeat)
-            row["speedup"] = row["suan_ms"] / row["lightsuan_ms"]
+                row["suan_ms"] = time_call(lambda: suan.score(history, cands), repeat=repeat)
+                row["lightsuan_ms"] = time_call(lambda: light.score(history, cands), repeat=repeat)
+                if cached:
+                    cache.get("u", history)  # encoded once, outside the timing
+                    row["lightsuan_cached_ms"] = time_call(lambda: cache.score("u", cands), repeat=repeat)
+            row["ratio"] = row["lightsuan_ms"] / row["suan_ms"]
             rows.append(row)
     return rows
 
 
 def format_latency(rows: List[dict]) -> str:
-    lines = ["| L | K | window | dilation | global | SUAN ms | LightSUAN ms | speedup |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    cached = any("lightsuan_cached_ms" in r for r in rows)
+    head = "| L | K | window | dilation | global | SUAN ms | LightSUAN ms | LightSUAN/SUAN |"
+    sep = "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if cached:
+        head += " LightSUAN cached ms | cached/SUAN |"
+        sep += "---:|---:|"
+    lines = [head, sep]
     for r in rows:
-        lines.append(f"| {r['L']} | {r['K']} | {r['window']} | {r['dilation']} | {r['num_global']} | "
-                     f"{r['suan_ms']:.2f} | {r['lightsuan_ms']:.2f} | {r['speedup']:.2f}x |")
+        line = (f"| {r['L']} | {r['K']} | {r['window']} | {r['dilation']} | {r['num_global']} | "
+                f"{r['suan_ms']:.2f} | {r['lightsuan_ms']:.2f} | {r['ratio']:.2f} |")
+        if cached:
+            line += f" {r['lightsuan_cached_ms']:.2f} | {r['lightsuan_cached_ms'] / r['suan_ms']:.2f} |"
+        lines.append(line)
     return "\n".join(lines)

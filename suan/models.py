@@ -11,6 +11,7 @@ from kernels import RelativeAttentionBias, nvtx_range, reuse_bias
 from .batch import Batch, TokenLayout, collate
 from .config import ModelConfig
 from .embeddings import DenseFeatures, FieldEmbeddings
+from .nn import GlobalBatchNorm1d
 from .uab import UnifiedAttentionBlock
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,7 +23,7 @@ class Dice(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.bn = nn.BatchNorm1d(dim, affine=False)
+        self.bn = GlobalBatchNorm1d(dim, affine=False)
         self.alpha = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +38,7 @@ class PredictionHead(nn.Module):
         super().__init__()
         layers = []
         for h in hidden:
-            layers += [nn.Linear(in_dim, h), nn.BatchNorm1d(h)]
+            layers += [nn.Linear(in_dim, h, bias=False), GlobalBatchNorm1d(h)]  # BN makes a bias redundant
             layers += [Dice(h) if activation == "dice" else nn.ReLU()]
             if dropout:
                 layers.append(nn.Dropout(dropout))
@@ -91,18 +92,20 @@ class SUAN(nn.Module):
         return feats, dense
 
     def head_logits(self, target_tokens, feats, dense, target_seq) -> torch.Tensor:
-        z = torch.cat([self.final_norm(target_tokens), feats.flatten(1)[target_seq], dense[target_seq]], dim=-1)
+        z = torch.cat([self.final_norm(target_tokens), feats.flatten(1).index_select(0, target_seq),
+                       dense.index_select(0, target_seq)], dim=-1)
         return self.head(z)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         # reuse_bias: every layer shares one bias/mask plan on the reference (CPU) path
         with nvtx_range(f"suan/{type(self).__name__}"), reuse_bias():
+            batch = batch.truncate(self.cfg.max_len)  # a grade's L: the most recent behaviors
             layout = TokenLayout.build(batch)
             feats, dense = self.encode_features(batch)
             x = self.embeddings(batch, layout)
             for block in self.blocks:
                 x = block(x, feats, layout)
-            return self.head_logits(x[layout.target_rows], feats, dense, layout.target_seq).float()
+            return self.head_logits(x.index_select(0, layout.target_rows), feats, dense, layout.target_seq).float()
 
     def parameter_counts(self) -> Dict[str, int]:
         return count_parameters(self)
@@ -136,7 +139,7 @@ class SUAN(nn.Module):
         with _eval(self), reuse_bias():
             sample = dict(history, targets=torch.zeros(0, len(self.cfg.schema.target_fields), dtype=torch.long))
             sample.pop("labels", None)
-            batch = collate([sample]).to(self._device())
+            batch = collate([sample]).to(self._device()).truncate(self.cfg.max_len)
             layout = TokenLayout.build(batch)
             feats, dense = self.encode_features(batch)
             x = self.embeddings(batch, layout)

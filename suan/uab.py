@@ -45,9 +45,9 @@ class FeatureCrossAttention(nn.Module):
         k = self.k_proj(feats).view(B, Fn, self.h, self.dh)
         v = self.v_proj(feats).view(B, Fn, self.h, self.dh)
         # scores per sample first ([B, F, H, dh] is tiny), then gathered per token
-        scores = torch.einsum("thd,tfhd->thf", q, k[seq_index]) * self.dh ** -0.5
+        scores = torch.einsum("thd,tfhd->thf", q, k.index_select(0, seq_index)) * self.dh ** -0.5
         probs = torch.softmax(scores, dim=-1)
-        out = torch.einsum("thf,tfhd->thd", probs, v[seq_index])
+        out = torch.einsum("thf,tfhd->thd", probs, v.index_select(0, seq_index))
         return self.o_proj(out.reshape(T, d))
 
 
@@ -69,7 +69,7 @@ class MSGate(nn.Module):
     def weights(self, x: torch.Tensor, c: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """alpha ``[B, d]``: the weight of x per sample and channel (beta = 1 - alpha)."""
         B = layout.num_behaviors.numel()
-        s = (x + c)[layout.behavior_rows]
+        s = (x + c).index_select(0, layout.behavior_rows)
         beh_seq = layout.seq_index[layout.behavior_rows]
         pooled = s.new_zeros(B, s.shape[-1]).index_add(0, beh_seq, s)
         pooled = pooled / layout.num_behaviors.clamp(min=1).to(s.dtype).unsqueeze(-1)
@@ -81,7 +81,7 @@ class MSGate(nn.Module):
         return alpha * x + (1 - alpha) * c
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        return self.mix(self.weights(x, c, layout)[layout.seq_index], x, c)
+        return self.mix(self.weights(x, c, layout).index_select(0, layout.seq_index), x, c)
 
 
 class SwiGLU(nn.Module):
@@ -121,11 +121,11 @@ class UnifiedAttentionBlock(nn.Module):
             x = self.norm1(x)
             a = self.attn(x, layout.offsets, layout.timestamps, layout.num_targets)
             if capture is not None:
-                _, k, v = self.attn.project(x[layout.behavior_rows])
+                _, k, v = self.attn.project(x.index_select(0, layout.behavior_rows))
             x = self.norm2(x + self.dropout(a))
             c = self.cross(x, feats, layout.seq_index)
             alpha = self.gate.weights(x, c, layout)
-            x = self.norm3(x + self.dropout(self.gate.mix(alpha[layout.seq_index], x, c)))
+            x = self.norm3(x + self.dropout(self.gate.mix(alpha.index_select(0, layout.seq_index), x, c)))
             if capture is not None:
                 capture.append(LayerCache(k, v, alpha))
             return x + self.dropout(self.ffn(x))

@@ -1,0 +1,439 @@
+"""Training one model, or a SUAN teacher + LightSUAN student with online distillation.
+
+* Optimizers: LazyAdam for embedding tables (only the rows a batch touched move; works with DDP
+  on dense gradients; Adagrad is the alternative) and AdamW for everything else, with linear
+  warmup then cosine decay; gradient clipping; bf16 autocast on CUDA.
+* A NaN or infinite loss stops the run with ``NonFiniteLossError`` naming the step.
+* Checkpoints (``OUT/checkpoint.pt``) are written atomically (temporary file + rename) and hold
+  models, optimizers, schedulers, RNG states and the position in the epoch: a resumed run follows
+  the same loss trajectory as an uninterrupted one.
+* Under ``torchrun`` the models are wrapped in DistributedDataParallel (NCCL on GPU, gloo on
+  CPU); every rank takes its slice of each global batch and batch norms use global statistics,
+  so W processes train to the same parameters as one process on the same global batches.
+* Distillation loss (SPEC section 5):
+  ``BCE(y, t) + BCE(y, s) + lambda * T^2 * BCE(sigmoid(t / T).detach(), sigmoid(s / T))``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .batch import Batch
+from .config import ModelConfig, config_for_grade
+from .data.loader import iterate_split, make_loader
+from .data.store import Store
+from .metrics import ctr_metrics
+from .optim import LazyAdam
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    data: str = "synthetic:demo"
+    data_dir: Optional[str] = None
+    model: str = "lightsuan"
+    grade: str = "g1"
+    max_len: Optional[int] = 50
+    model_overrides: Dict = field(default_factory=dict)
+    teacher: Optional[str] = None  # a grade: trains a SUAN teacher with online distillation
+    teacher_overrides: Dict = field(default_factory=dict)
+    distill_lambda: float = 1.0
+    temperature: float = 1.0
+    distill_warmup_steps: int = 0  # ramp lambda linearly from 0 (an untrained teacher teaches noise)
+    epochs: int = 2
+    batch_size: int = 256
+    lr: float = 2e-3
+    embedding_lr: float = 2e-3
+    embedding_optimizer: str = "lazy_adam"  # lazy_adam (touched rows only) | adagrad
+    weight_decay: float = 1e-5
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    clip_norm: float = 5.0
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    max_steps: Optional[int] = None
+    eval_batch_size: int = 1024
+    checkpoint_every: int = 0
+    out_dir: str = "runs/train"
+    resume: bool = True
+    progress: bool = True
+    log_every: int = 50
+    threads: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"config: unknown keys {sorted(unknown)}")
+        return TrainConfig(**d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------
+def build_model(kind: str, grade: str, schema, max_len: Optional[int], overrides: Optional[dict] = None) -> nn.Module:
+    """``kind``: suan | lightsuan | a baseline name of ``suan.baselines``."""
+    from .models import SUAN, LightSUAN
+
+    kw = dict(overrides or {})
+    if max_len is not None:
+        kw.setdefault("max_len", max_len)
+    kind = kind.lower()
+    if kind == "suan":
+        return SUAN(config_for_grade(grade, schema=schema, **kw))
+    if kind == "lightsuan":
+        cfg = config_for_grade(grade, schema=schema, **kw)
+        if not cfg.sparse:
+            from .config import light_pattern
+
+            cfg = cfg.replace(**{k: v for k, v in light_pattern(cfg.max_len).items() if k not in kw})
+        return LightSUAN(cfg)
+    from . import baselines
+
+    return baselines.build(kind, config_for_grade(grade, schema=schema, **kw))
+
+
+class DistillPair(nn.Module):
+    """Teacher and student under one module (one DDP wrapper, one forward)."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module):
+        super().__init__()
+        self.teacher, self.student = teacher, student
+
+    def forward(self, batch: Batch):
+        return self.teacher(batch), self.student(batch)
+
+
+def distillation_loss(labels, t_logits, s_logits, lam: float, T: float):
+    """Returns (total, parts) per SPEC section 5."""
+    bce_t = F.binary_cross_entropy_with_logits(t_logits, labels)
+    bce_s = F.binary_cross_entropy_with_logits(s_logits, labels)
+    soft = torch.sigmoid(t_logits.detach() / T)
+    kd = F.binary_cross_entropy_with_logits(s_logits / T, soft)
+    return bce_t + bce_s + lam * T * T * kd, {"bce_teacher": bce_t, "bce_student": bce_s, "kd": kd}
+
+
+def _split_params(module: nn.Module):
+    emb, rest = [], []
+    emb_ids = {id(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    for p in module.parameters():
+        if p.requires_grad:
+            (emb if id(p) in emb_ids else rest).append(p)
+    return emb, rest
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+def open_data(spec: str, data_dir: Optional[str] = None, seed: int = 0) -> Store:
+    """``synthetic:<preset>``, a dataset directory, or a real dataset (see ``suan.data.real``)."""
+    from .data import registry
+
+    return registry.open_dataset(spec, data_dir=data_dir, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, store: Optional[Store] = None):
+        self.cfg = cfg
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if cfg.device == "auto":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        else:
+            device = cfg.device
+        self.device = torch.device(device)
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.is_main = self.rank == 0
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.store = store if store is not None else open_data(cfg.data, cfg.data_dir, cfg.seed)
+        schema = self.store.schema
+        if cfg.teacher:
+            teacher = build_model("suan", cfg.teacher, schema, cfg.max_len, cfg.teacher_overrides)
+            student = build_model(cfg.model, cfg.grade, schema, cfg.max_len, cfg.model_overrides)
+            self.module: nn.Module = DistillPair(teacher, student)
+            self.names = ["teacher", "student"]
+        else:
+            self.module = build_model(cfg.model, cfg.grade, schema, cfg.max_len, cfg.model_overrides)
+            self.names = ["model"]
+        # the data carries the longest history any model uses; each model keeps its own last L
+        self.max_len = max(m.cfg.max_len for m in self.models().values())
+        self.module.to(self.device)
+        self.wrapped = self.module
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.wrapped = DDP(self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        emb, rest = _split_params(self.module)
+        if not emb:
+            self.opt_emb = None
+        elif cfg.embedding_optimizer == "lazy_adam":
+            self.opt_emb = LazyAdam(emb, lr=cfg.embedding_lr)
+        elif cfg.embedding_optimizer == "adagrad":
+            self.opt_emb = torch.optim.Adagrad(emb, lr=cfg.embedding_lr)
+        else:
+            raise ValueError(f"embedding_optimizer: 'lazy_adam' or 'adagrad', got {cfg.embedding_optimizer!r}")
+        self.opt = torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        n_train = len(self.store.split("train"))
+        self.batches_per_epoch = n_train // cfg.batch_size if self.world_size > 1 else -(-n_train // cfg.batch_size)
+        total = cfg.epochs * self.batches_per_epoch
+        if cfg.max_steps:
+            total = min(total, cfg.max_steps)
+        self.total_steps = max(1, total)
+        warm, floor = max(0, cfg.warmup_steps), cfg.min_lr_ratio
+
+        def lr_lambda(step):
+            if step < warm:
+                return (step + 1) / warm
+            t = (step - warm) / max(1, self.total_steps - warm)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.history: Dict[str, list] = {"train": [], "valid": []}
+        self.ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
+        if self.is_main:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+        if cfg.resume and os.path.exists(self.ckpt_path):
+            self.load_checkpoint(self.ckpt_path)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def models(self) -> Dict[str, nn.Module]:
+        if isinstance(self.module, DistillPair):
+            return {"teacher": self.module.teacher, "student": self.module.student}
+        return {"model": self.module}
+
+    def _autocast(self):
+        enabled = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def compute_loss(self, batch: Batch):
+        with self._autocast():
+            out = self.wrapped(batch)
+        labels = batch.labels
+        if isinstance(self.module, DistillPair):
+            t_logits, s_logits = (o.float() for o in out)
+            lam = self.cfg.distill_lambda
+            if self.cfg.distill_warmup_steps:
+                lam *= min(1.0, self.step / self.cfg.distill_warmup_steps)
+            return distillation_loss(labels, t_logits, s_logits, lam, self.cfg.temperature)
+        loss = F.binary_cross_entropy_with_logits(out.float(), labels)
+        return loss, {}
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "model_configs": {k: m.cfg.to_dict() for k, m in self.models().items()},
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "module": self.module.state_dict(),
+            "opt": self.opt.state_dict(),
+            "opt_emb": self.opt_emb.state_dict() if self.opt_emb else None,
+            "sched": self.sched.state_dict(),
+            "rng": _rng_state(),
+            "history": self.history,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.is_main:
+            atomic_save(self.state_dict(), self.ckpt_path)
+        if self.world_size > 1:
+            dist.barrier()
+
+    def load_checkpoint(self, path: str) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.module.load_state_dict(state["module"])
+        self.opt.load_state_dict(state["opt"])
+        if self.opt_emb and state.get("opt_emb"):
+            self.opt_emb.load_state_dict(state["opt_emb"])
+        self.sched.load_state_dict(state["sched"])
+        _set_rng_state(state["rng"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.history = state["history"]
+        if self.is_main:
+            print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
+
+    # -- loops --------------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> dict:
+        self.module.train()
+        loss, parts = self.compute_loss(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch}); "
+                "lower the learning rate or check the data")
+        self.opt.zero_grad(set_to_none=True)
+        if self.opt_emb:
+            self.opt_emb.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_norm:
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], self.cfg.clip_norm)
+        self.opt.step()
+        if self.opt_emb:
+            self.opt_emb.step()
+        self.sched.step()
+        self.step += 1
+        rec = {"step": self.step, "epoch": self.epoch, "loss": loss.item(), "lr": self.sched.get_last_lr()[0]}
+        rec.update({k: v.item() for k, v in parts.items()})
+        return rec
+
+    def _done(self) -> bool:
+        return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        while self.epoch < cfg.epochs and not self._done():
+            loader = make_loader(self.store, "train", cfg.batch_size, self.max_len, seed=cfg.seed, epoch=self.epoch,
+                                 num_workers=cfg.num_workers, start_batch=self.batch_in_epoch, rank=self.rank,
+                                 world_size=self.world_size, pin_memory=self.device.type == "cuda")
+            bar = None
+            if cfg.progress and self.is_main:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(loader), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch",
+                           dynamic_ncols=True, file=sys.stderr, leave=False)
+            t0, seen, run_loss = time.perf_counter(), 0, None
+            for batch in loader:
+                batch = batch.to(self.device, non_blocking=True)
+                rec = self.train_step(batch)
+                self.batch_in_epoch += 1
+                seen += batch.num_samples * self.world_size
+                run_loss = rec["loss"] if run_loss is None else 0.98 * run_loss + 0.02 * rec["loss"]
+                rec["samples_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
+                self.history["train"].append(rec)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{run_loss:.4f}", sps=f"{rec['samples_per_s']:.0f}")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self._done():
+                    break
+            if bar is not None:
+                bar.close()
+            if not self._epoch_finished():  # stopped by max_steps inside the epoch
+                self.save_checkpoint()
+                break
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            valid = self.evaluate("valid")
+            valid["epoch"] = self.epoch
+            valid["train_samples_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
+            self.history["valid"].append(valid)
+            if self.is_main:
+                print(f"epoch {self.epoch}: " + "  ".join(
+                    f"{k} auc {v['auc']:.4f} gauc {v['gauc']:.4f} logloss {v['logloss']:.4f}"
+                    for k, v in valid.items() if isinstance(v, dict)) +
+                    f"  ({valid['train_samples_per_s']:.0f} samples/s)", flush=True)
+            self.save_checkpoint()
+        return self.history
+
+    def _epoch_finished(self) -> bool:
+        return self.batch_in_epoch >= self.batches_per_epoch
+
+    @torch.no_grad()
+    def predict(self, split: str) -> Dict[str, np.ndarray]:
+        models = self.models()
+        for m in models.values():
+            m.eval()
+        logits = {k: [] for k in models}
+        labels, users = [], []
+        for batch in iterate_split(self.store, split, self.cfg.eval_batch_size, self.max_len, self.cfg.num_workers):
+            batch = batch.to(self.device)
+            with self._autocast():
+                for k, m in models.items():
+                    logits[k].append(m(batch).float().cpu().numpy())
+            labels.append(batch.labels.cpu().numpy())
+            users.append(batch.user_ids.cpu().numpy())
+        out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in logits.items()}
+        out["labels"] = np.concatenate(labels) if labels else np.zeros(0)
+        out["users"] = np.concatenate(users) if users else np.zeros(0)
+        return out
+
+    def evaluate(self, split: str) -> dict:
+        if self.world_size > 1 and not self.is_main:
+            dist.barrier()
+            return {}
+        pred = self.predict(split)
+        res = {k: ctr_metrics(pred["labels"], pred[k], pred["users"]) for k in self.models()}
+        if self.world_size > 1:
+            dist.barrier()
+        return res
+
+    def finish(self) -> dict:
+        """Test metrics and parameter counts; writes OUT/results.json (rank 0)."""
+        from .models import count_parameters
+
+        test = self.evaluate("test")
+        result = {"config": self.cfg.to_dict(), "test": test, "valid": self.history["valid"],
+                  "params": {k: count_parameters(m) for k, m in self.models().items()},
+                  "steps": self.step}
+        tr = self.history["train"]
+        if tr:
+            result["train_samples_per_s"] = float(np.median([r["samples_per_s"] for r in tr[len(tr) // 2:]]))
+        if self.is_main:
+            with open(os.path.join(self.cfg.out_dir, "results.json"), "w") as f:
+                json.dump(result, f, indent=2, default=float)
+        return result
+
+
+def train(cfg: TrainConfig, store: Optional[Store] = None) -> dict:
+    trainer = Trainer(cfg, store)
+    trainer.fit()
+    result = trainer.finish()
+    result["trainer"] = trainer
+    return result

@@ -1,0 +1,255 @@
+"""Synthetic generator, columnar store, real-format loaders, batching."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from suan.data.loader import build_batch, make_loader
+from suan.data.real import BUILDERS
+from suan.data.registry import open_dataset
+from suan.data.store import Store
+from suan.data.synthetic import PRESETS, SyntheticConfig, generate
+
+TINY = dataclasses.replace(PRESETS["tiny"], num_users=120, chunk_users=50)
+
+
+def _files(path):
+    out = {}
+    for root, _, names in os.walk(path):
+        for n in names:
+            if n.endswith(".bin"):
+                with open(os.path.join(root, n), "rb") as f:
+                    out[os.path.relpath(os.path.join(root, n), path)] = f.read()
+    return out
+
+
+def test_synthetic_is_deterministic_by_seed(tmp_path):
+    a = generate(str(tmp_path / "a"), TINY)
+    b = generate(str(tmp_path / "b"), TINY)
+    c = generate(str(tmp_path / "c"), dataclasses.replace(TINY, seed=7))
+    assert _files(a.path) == _files(b.path)
+    assert _files(a.path) != _files(c.path)
+    assert os.path.exists(tmp_path / "a" / "schema.json")
+
+
+def test_synthetic_store_is_consistent(tmp_path):
+    store = generate(str(tmp_path / "s"), TINY)
+    d = store.describe()
+    assert sum(d["samples"].values()) > 0 and d["events"] > 0
+    for name in ("train", "valid", "test"):
+        sp = store.split(name)
+        c = sp.columns
+        assert (c["hist_start"] <= c["hist_end"]).all()
+        assert (c["hist_end"] <= store.meta["num_events"]).all()
+        ts = np.asarray(store.events["ts"])
+        # every history behavior happened strictly before the request: no future leak
+        last = np.asarray(c["hist_end"]) - 1
+        has = np.asarray(c["hist_end"]) > np.asarray(c["hist_start"])
+        assert (ts[last[has]] < np.asarray(c["request_ts"])[has]).all()
+        for f in store.schema.behavior_fields:
+            ev = np.asarray(store.events[f.name])
+            assert ev.min() >= 1 and ev.max() < f.vocab_size
+        assert set(np.unique(c["label"])) <= {0.0, 1.0}
+    # per-user time split: a user's test requests come after its train requests
+    tr, te = store.split("train").columns, store.split("test").columns
+    for u in np.unique(te["user"])[:20]:
+        assert np.asarray(tr["request_ts"])[np.asarray(tr["user"]) == u].max() <= \
+            np.asarray(te["request_ts"])[np.asarray(te["user"]) == u].min()
+
+
+def test_chunked_generation_bounds_memory(tmp_path):
+    """Chunks are independent: more users only append (the first chunk's data is unchanged)."""
+    small = generate(str(tmp_path / "a"), dataclasses.replace(TINY, num_users=50))
+    big = generate(str(tmp_path / "b"), dataclasses.replace(TINY, num_users=100))
+    n = small.meta["num_events"]
+    np.testing.assert_array_equal(np.asarray(small.events["item"]), np.asarray(big.events["item"])[:n])
+
+
+def test_store_detects_damage(tmp_path):
+    store = generate(str(tmp_path / "s"), TINY)
+    with open(os.path.join(store.path, "events", "item.bin"), "ab") as f:
+        f.write(b"\0\0")
+    with pytest.raises(ValueError, match="damaged"):
+        Store(store.path)
+    with pytest.raises(FileNotFoundError, match="schema.json"):
+        Store(str(tmp_path / "nothing"))
+
+
+def test_batches_are_jagged_and_match_the_store(tmp_path):
+    store = generate(str(tmp_path / "s"), TINY)
+    sp = store.split("train")
+    idx = np.array([0, 5, 3, 17])
+    b = build_batch(store, sp, idx, max_len=7)
+    lens = b.behavior_offsets.diff()
+    assert (lens <= 7).all() and b.behavior_offsets[-1] == b.behaviors.shape[0]
+    for k, i in enumerate(idx):
+        s, e = int(sp.columns["hist_start"][i]), int(sp.columns["hist_end"][i])
+        s = max(s, e - 7)
+        seg = b.behaviors[b.behavior_offsets[k]:b.behavior_offsets[k + 1]]
+        assert torch.equal(seg[:, 0], torch.as_tensor(np.array(store.events["item"][s:e]), dtype=torch.long))
+    assert b.targets.shape == (4, len(store.schema.target_fields))
+    assert b.labels.shape == (4,)
+
+
+def test_loader_order_is_reproducible_and_resumable(tmp_path):
+    store = generate(str(tmp_path / "s"), TINY)
+    full = [b.user_ids for b in make_loader(store, "train", 32, 10, seed=3, epoch=1)]
+    again = [b.user_ids for b in make_loader(store, "train", 32, 10, seed=3, epoch=1, num_workers=2)]
+    tail = [b.user_ids for b in make_loader(store, "train", 32, 10, seed=3, epoch=1, start_batch=2)]
+    assert all(torch.equal(a, b) for a, b in zip(full, again))
+    assert all(torch.equal(a, b) for a, b in zip(full[2:], tail))
+    halves = [make_loader(store, "train", 32, 10, seed=3, epoch=1, rank=r, world_size=2) for r in (0, 1)]
+    for b0, b1, whole in zip(*halves, full):
+        assert torch.equal(torch.cat([b0.user_ids, b1.user_ids]), whole)
+
+
+# ---- real formats ---------------------------------------------------------------------------
+def _write_taobao(path, users=20, bad=True):
+    rng = np.random.default_rng(0)
+    with open(path, "w") as f:
+        for u in range(1, users + 1):
+            t = 1511500000 + u
+            for _ in range(rng.integers(3, 12)):
+                t += int(rng.integers(1, 4000))
+                f.write(f"{u},{rng.integers(1, 40)},{rng.integers(1, 6)},{rng.choice(['pv', 'cart', 'fav', 'buy'])},{t}\n")
+        if bad:
+            f.write("1,2,3\n")
+            f.write("1,2,3,click,1511500000\n")
+            f.write("a,b,c,pv,1511500000\n")
+
+
+def _write_movielens(folder, users=20):
+    rng = np.random.default_rng(1)
+    with open(os.path.join(folder, "ratings.dat"), "w") as f:
+        for u in range(1, users + 1):
+            t = 978300000 + u
+            for _ in range(rng.integers(3, 12)):
+                t += int(rng.integers(1, 4000))
+                f.write(f"{u}::{rng.integers(1, 30)}::{rng.integers(1, 6)}::{t}\n")
+        f.write("1::2::9::978300000\n")  # rating out of range
+    with open(os.path.join(folder, "movies.dat"), "w") as f:
+        for m in range(1, 30):
+            f.write(f"{m}::Movie {m} (2000)::{['Drama', 'Comedy|Romance', 'Action'][m % 3]}\n")
+    with open(os.path.join(folder, "users.dat"), "w") as f:
+        for u in range(1, users + 1):
+            f.write(f"{u}::{'MF'[u % 2]}::{[1, 18, 25][u % 3]}::{u % 20}::00000\n")
+
+
+def _write_movielens_csv(folder, users=20):
+    rng = np.random.default_rng(2)
+    with open(os.path.join(folder, "ratings.csv"), "w") as f:
+        f.write("userId,movieId,rating,timestamp\n")
+        for u in range(1, users + 1):
+            t = 978300000 + u
+            for _ in range(rng.integers(3, 12)):
+                t += int(rng.integers(1, 4000))
+                f.write(f"{u},{rng.integers(1, 30)},{rng.integers(1, 11) / 2},{t}\n")
+    with open(os.path.join(folder, "movies.csv"), "w") as f:
+        f.write("movieId,title,genres\n")
+        for m in range(1, 30):
+            f.write(f"{m},Movie {m},{['Drama', 'Comedy|Romance', 'Action'][m % 3]}\n")
+
+
+def _write_amazon(path, users=20):
+    rng = np.random.default_rng(3)
+    with open(path, "w") as f:
+        for u in range(1, users + 1):
+            t = 1400000000 + u
+            for k in range(rng.integers(3, 12)):
+                t += int(rng.integers(1, 40000))
+                if k % 2:
+                    rec = {"reviewerID": f"U{u}", "asin": f"B{rng.integers(1, 40):04d}", "overall": float(rng.integers(1, 6)),
+                           "unixReviewTime": t}
+                else:  # the 2023 field names, timestamps in ms
+                    rec = {"user_id": f"U{u}", "parent_asin": f"B{rng.integers(1, 40):04d}",
+                           "rating": float(rng.integers(1, 6)), "timestamp": t * 1000}
+                f.write(json.dumps(rec) + "\n")
+        f.write("{broken\n")
+        f.write(json.dumps({"asin": "B0001"}) + "\n")
+
+
+def _check_no_future_leak(store):
+    ts = np.asarray(store.events["ts"])
+    for name in ("train", "valid", "test"):
+        c = store.split(name).columns
+        end = np.asarray(c["hist_end"])
+        start = np.asarray(c["hist_start"])
+        has = end > start
+        # the history ends before the sample's own event (strictly earlier position, earlier or equal time)
+        assert (ts[end[has] - 1] <= np.asarray(c["request_ts"])[has]).all()
+        users = np.asarray(c["user"])
+        for u in np.unique(users)[:10]:
+            sel = users == u
+            assert (np.diff(np.asarray(c["request_ts"])[sel]) >= 0).all()
+
+
+@pytest.mark.parametrize("kind", ["taobao", "movielens", "movielens-csv", "amazon"])
+def test_real_format_loaders(tmp_path, kind, capsys):
+    if kind == "taobao":
+        src = tmp_path / "UserBehavior.csv"
+        _write_taobao(src)
+        store = BUILDERS["taobao"](str(src), str(tmp_path / "out"))
+        assert store.info["bad_rows"] == 3
+    elif kind == "movielens":
+        _write_movielens(tmp_path)
+        store = BUILDERS["movielens"](str(tmp_path / "ratings.dat"), str(tmp_path / "out"))
+        assert store.info["bad_rows"] == 1
+        assert [f.name for f in store.schema.feature_fields] == ["hour", "weekday", "gender", "age", "occupation"]
+    elif kind == "movielens-csv":
+        _write_movielens_csv(tmp_path)
+        store = BUILDERS["movielens"](str(tmp_path / "ratings.csv"), str(tmp_path / "out"))
+    else:
+        src = tmp_path / "reviews.jsonl"
+        _write_amazon(src)
+        store = BUILDERS["amazon"](str(src), str(tmp_path / "out"))
+        assert store.info["bad_rows"] == 2
+    out = capsys.readouterr().out
+    assert "rows" in out
+    if kind in ("taobao", "amazon", "movielens"):
+        assert ":" in out and "bad rows" in out  # file:line: reason reported
+    d = store.describe()
+    assert d["samples"]["train"] > 0 and d["samples"]["test"] > 0
+    _check_no_future_leak(store)
+    if kind in ("taobao", "amazon"):  # positives with popularity-sampled negatives: CTR 1/2
+        assert abs(d["ctr"]["train"] - 0.5) < 1e-6
+    b = build_batch(store, store.split("train"), np.arange(8), 5)
+    assert b.behaviors.shape[1] == store.schema.num_behavior_fields
+
+
+def test_bad_row_report_names_file_and_line(tmp_path, capsys):
+    src = tmp_path / "UserBehavior.csv"
+    _write_taobao(src)
+    BUILDERS["taobao"](str(src), str(tmp_path / "out"))
+    out = capsys.readouterr().out
+    n_lines = sum(1 for _ in open(src))
+    assert f"{src}:{n_lines - 2}: expected 5 fields" in out
+    assert f"{src}:{n_lines - 1}: unknown behavior 'click'" in out
+
+
+def test_file_without_usable_rows_is_a_clear_error(tmp_path):
+    src = tmp_path / "UserBehavior.csv"
+    src.write_text("garbage\n1,2\n")
+    with pytest.raises(ValueError, match="no usable rows"):
+        BUILDERS["taobao"](str(src), str(tmp_path / "out"))
+    empty = tmp_path / "reviews.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no usable rows"):
+        BUILDERS["amazon"](str(empty), str(tmp_path / "out2"))
+
+
+def test_registry_specs(tmp_path):
+    src = tmp_path / "UserBehavior.csv"
+    _write_taobao(src)
+    store = open_dataset(f"taobao:{src}", data_dir=str(tmp_path / "cache"))
+    again = open_dataset(f"taobao:{src}", data_dir=str(tmp_path / "cache"))
+    assert store.path == again.path
+    assert open_dataset(store.path).path == store.path
+    with pytest.raises(ValueError, match="cannot resolve"):
+        open_dataset("nonsense:thing", data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        open_dataset("taobao:/does/not/exist.csv", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="preset"):
+        open_dataset("synthetic:gigantic", data_dir=str(tmp_path))
