@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from kernels import RelativeAttentionBias, nvtx_range, reuse_bias
+from kernels import RelativeAttentionBias, nvtx_range, reuse_bias, target_bias
 
 from .batch import Batch, TokenLayout, collate
 from .config import ModelConfig
@@ -155,8 +155,11 @@ class SUAN(nn.Module):
         with _eval(self):
             cands = torch.as_tensor(candidates, dtype=torch.long, device=self._device())
             x = self.embeddings.candidate_tokens(cands, enc.num_behaviors)
+            # the relative bias is shared by every layer: build the [n] candidate bias once
+            bias = target_bias(enc.num_behaviors, enc.behavior_ts, enc.request_ts, self.rab.w_pos, self.rab.w_time,
+                               num_buckets=self.rab.num_buckets, num_candidates=x.shape[0], device=x.device)
             for block, layer in zip(self.blocks, enc.layers):
-                x = block.forward_candidates(x, enc.feats, layer, enc.behavior_ts, enc.request_ts)
+                x = block.forward_candidates(x, enc.feats, layer, enc.behavior_ts, enc.request_ts, bias=bias)
             zeros = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             return self.head_logits(x, enc.feats, enc.dense, zeros).float()
 

@@ -131,7 +131,7 @@ class UnifiedAttentionBlock(nn.Module):
             return x + self.dropout(self.ffn(x))
 
     def forward_candidates(self, x: torch.Tensor, feats: torch.Tensor, cache: "LayerCache",
-                           ts_beh: torch.Tensor, request_ts: torch.Tensor) -> torch.Tensor:
+                           ts_beh: torch.Tensor, request_ts: torch.Tensor, bias=None) -> torch.Tensor:
         """Candidate tokens ``[K, d]`` of one user against the cached layer state (eval mode):
         O(K * n) per layer instead of re-running the history."""
         with nvtx_range("suan/uab_cached"):
@@ -139,7 +139,7 @@ class UnifiedAttentionBlock(nn.Module):
             q, k, v = self.attn.project(x)
             rab = self.attn.rab
             a = target_attention(q, k, v, cache.k, cache.v, ts_beh, request_ts, rab.w_pos, rab.w_time,
-                                 num_buckets=rab.num_buckets)
+                                 num_buckets=rab.num_buckets, bias=bias)
             x = self.norm2(x + self.attn.o_proj(a.reshape(x.shape)))
             c = self.cross(x, feats, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
             x = self.norm3(x + self.gate.mix(cache.alpha, x, c))

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One prepared GPU check for a lent H200: CUDA parity tests (compiled kernels, realistic sizes),
+# then every benchmark group; JSON + Markdown under OUT; a short summary table printed last.
+# Installs nothing: it runs with the machine's python3, torch, triton, pytest, pytest-benchmark.
+#
+#   bash bench/gpu_check.sh OUT_DIR        (about 8 minutes at most)
+set -u
+OUT=${1:-gpu_check_out}
+mkdir -p "$OUT"
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+t0=$(date +%s)
+$PY - > "$OUT/env.txt" 2>&1 <<'PYEOF'
+import torch, triton, platform
+print("date", __import__("datetime").datetime.now().isoformat())
+print("gpu", torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))
+print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__, "python", platform.python_version())
+PYEOF
+cat "$OUT/env.txt"
+echo "== parity on CUDA =="
+timeout 240 $PY -m pytest tests/test_cuda_realistic.py tests/test_triton_attention.py tests/test_block_layout.py \
+    -q -x -k "cuda or realistic or bias_grads or lists_hold" -p no:cacheprovider > "$OUT/parity.log" 2>&1
+echo "parity exit $? ($(tail -1 "$OUT/parity.log"))"
+echo "== benchmarks =="
+SUAN_BENCH_MAX_TIME=${SUAN_BENCH_MAX_TIME:-0.1} timeout $(( 470 - ($(date +%s) - t0) )) \
+    $PY -m pytest bench --benchmark-only -q -p no:cacheprovider --benchmark-json="$OUT/bench.json" \
+    --benchmark-columns=median,rounds > "$OUT/bench.log" 2>&1
+echo "bench exit $? ($(tail -1 "$OUT/bench.log"))"
+if [ -s "$OUT/bench.json" ]; then
+  $PY bench/report.py "$OUT/bench.json" --markdown "$OUT/bench.md" > /dev/null
+  $PY bench/summary.py "$OUT/bench.json" | tee "$OUT/summary.txt"
+fi
+echo "total $(( $(date +%s) - t0 )) s"
