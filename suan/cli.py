@@ -70,7 +70,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     report = run_demo(args.out, seed=args.seed, preset=args.preset, epochs=args.epochs,
-                      progress=not args.no_progress, data_dir=args.data_dir)
+                      progress=not args.no_progress, data_dir=args.data_dir, data=args.data)
     return 0 if report["ordering_holds"] or not args.strict else 1
 
 
@@ -149,6 +149,33 @@ def cmd_train(args, distill: bool = False) -> int:
         for name, m in result["test"].items():
             print(f"test {name}: auc {m['auc']:.4f} gauc {m['gauc']:.4f} logloss {m['logloss']:.4f}")
         print(f"results: {os.path.join(cfg.out_dir, 'results.json')}")
+    return 0
+
+
+def cmd_scaling(args) -> int:
+    from .scaling import render_report, run_scaling
+
+    run_scaling(args.out, preset=args.preset, distill=args.distill, data=args.data, data_dir=args.data_dir,
+                progress=args.progress, n_boot=args.bootstrap)
+    render_report(args.out)
+    print(f"report: {os.path.join(args.out, 'report.md')}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .scaling import render_report
+
+    print(render_report(args.dir))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import run_compare
+
+    run_compare(args.data, args.out, models=args.models, preset=args.preset, seeds=args.seeds,
+                data_dir=args.data_dir, progress=args.progress, epochs=args.epochs, grade=args.grade,
+                max_len=args.max_len, batch_size=args.batch_size,
+                lr_grid=tuple(args.lr_grid) if args.lr_grid else None)
     return 0
 
 
@@ -232,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--preset", default="demo", help="synthetic data preset")
+    demo.add_argument("--data", default=None, help="another dataset spec instead, e.g. movielens-100k")
     demo.add_argument("--epochs", type=int, default=2)
     demo.add_argument("--data-dir", default=None, help="data cache folder (default $SUAN_DATA or ~/.cache/suan)")
     demo.add_argument("--no-progress", action="store_true")
@@ -245,6 +273,35 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("distill", help="train a SUAN teacher and a LightSUAN student with online distillation")
     _add_train_flags(ds)
     ds.set_defaults(func=lambda a: cmd_train(a, distill=True))
+
+    scl = sub.add_parser("scaling", help="grade x data-size sweep, power-law fits, plots (resumable)")
+    scl.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "gpu"])
+    scl.add_argument("--out", default="runs/scaling")
+    scl.add_argument("--distill", action="store_true", help="also the distillation curve over teacher grades")
+    scl.add_argument("--data", default=None)
+    scl.add_argument("--data-dir", default=None)
+    scl.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals")
+    scl.add_argument("--progress", action="store_true")
+    scl.set_defaults(func=cmd_scaling)
+
+    rep = sub.add_parser("report", help="render DIR/report.md from a scaling run")
+    rep.add_argument("dir")
+    rep.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser("compare", help="SUAN / LightSUAN against DNN, DIN, BST and HSTU-style baselines")
+    cp.add_argument("--data", default=None, help="dataset spec (default: the preset's synthetic data)")
+    cp.add_argument("--preset", default="smoke", choices=["smoke", "full"])
+    cp.add_argument("--models", nargs="+", default=None)
+    cp.add_argument("--seeds", type=int, nargs="+", default=None)
+    cp.add_argument("--epochs", type=int, default=None)
+    cp.add_argument("--grade", default=None)
+    cp.add_argument("--max-len", type=int, default=None)
+    cp.add_argument("--batch-size", type=int, default=None)
+    cp.add_argument("--lr-grid", type=float, nargs="+", default=None)
+    cp.add_argument("--data-dir", default=None)
+    cp.add_argument("--progress", action="store_true")
+    cp.add_argument("--out", default="runs/compare")
+    cp.set_defaults(func=cmd_compare)
 
     data = sub.add_parser("data", help="generate, build, fetch or inspect datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)

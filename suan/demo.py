@@ -87,12 +87,14 @@ def _plot(runs: Dict[str, dict], path: str) -> Optional[str]:
 
 
 def run_demo(out_dir: str, seed: int = 0, preset: str = "demo", epochs: int = 2, progress: bool = True,
-             data_dir: Optional[str] = None) -> dict:
+             data_dir: Optional[str] = None, data: Optional[str] = None) -> dict:
+    """``data``: any dataset spec (default: the synthetic ``preset``), e.g. ``movielens-100k``."""
     t_start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    store = open_data(f"synthetic:{preset}", data_dir, seed)
+    spec = data or f"synthetic:{preset}"
+    store = open_data(spec, data_dir, seed)
     d = store.describe()
-    print(f"data: synthetic '{preset}' (seed {seed}): {d['samples']} samples, {d['events']} behaviors, "
+    print(f"data: {spec} (seed {seed}): {d['samples']} samples, {d['events']} behaviors, "
           f"train CTR {d['ctr']['train']:.3f}", flush=True)
     common = _common(epochs, seed, progress)
 
@@ -110,7 +112,7 @@ def run_demo(out_dir: str, seed: int = 0, preset: str = "demo", epochs: int = 2,
         "suan_teacher": (dist, "teacher", dist["trainer"].models()["teacher"]),
         "lightsuan_distilled": (dist, "student", dist["trainer"].models()["student"]),
     }
-    report = {"data": {"preset": preset, "seed": seed, **{k: v for k, v in d.items() if k != "info"}},
+    report = {"data": {"spec": spec, "seed": seed, **{k: v for k, v in d.items() if k != "info"}},
               "models": {}}
     for name, (res, key, model) in models.items():
         m = res["test"][key]

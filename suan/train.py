@@ -70,6 +70,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     max_steps: Optional[int] = None
+    train_samples: Optional[int] = None  # train on a fixed (nested) subset of this many samples
     eval_batch_size: int = 1024
     checkpoint_every: int = 0
     out_dir: str = "runs/train"
@@ -229,6 +230,8 @@ class Trainer:
             raise ValueError(f"embedding_optimizer: 'lazy_adam' or 'adagrad', got {cfg.embedding_optimizer!r}")
         self.opt = torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay)
         n_train = len(self.store.split("train"))
+        if cfg.train_samples is not None:
+            n_train = min(n_train, cfg.train_samples)
         self.batches_per_epoch = n_train // cfg.batch_size if self.world_size > 1 else -(-n_train // cfg.batch_size)
         total = cfg.epochs * self.batches_per_epoch
         if cfg.max_steps:
@@ -340,7 +343,8 @@ class Trainer:
         while self.epoch < cfg.epochs and not self._done():
             loader = make_loader(self.store, "train", cfg.batch_size, self.max_len, seed=cfg.seed, epoch=self.epoch,
                                  num_workers=cfg.num_workers, start_batch=self.batch_in_epoch, rank=self.rank,
-                                 world_size=self.world_size, pin_memory=self.device.type == "cuda")
+                                 world_size=self.world_size, pin_memory=self.device.type == "cuda",
+                                 limit=cfg.train_samples)
             bar = None
             if cfg.progress and self.is_main:
                 from tqdm import tqdm

@@ -50,10 +50,19 @@ def build_batch(store: Store, split: Split, idx: np.ndarray, max_len: int) -> Ba
     )
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    if not shuffle:
+def subset_indices(num_samples: int, limit: Optional[int]) -> np.ndarray:
+    """The first ``limit`` samples of a fixed permutation: subsets of growing size are nested
+    (data-size sweeps train on D samples that include every smaller D)."""
+    if limit is None or limit >= num_samples:
         return np.arange(num_samples)
-    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+    return np.sort(np.random.default_rng(12345).permutation(num_samples)[:limit])
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True, limit: Optional[int] = None) -> np.ndarray:
+    base = subset_indices(num_samples, limit)
+    if not shuffle:
+        return base
+    return base[np.random.default_rng([seed, epoch]).permutation(base.size)]
 
 
 class BatchDataset(Dataset):
@@ -61,13 +70,13 @@ class BatchDataset(Dataset):
 
     def __init__(self, store: Store, split: str, batch_size: int, max_len: int, seed: int = 0, epoch: int = 0,
                  shuffle: bool = True, drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                 start_batch: int = 0):
+                 start_batch: int = 0, limit: Optional[int] = None):
         if batch_size % world_size:
             raise ValueError(f"batch_size: {batch_size} must be a multiple of the world size {world_size}")
         self.store, self.split = store, store.split(split)
         self.batch_size, self.max_len = batch_size, max_len
         self.rank, self.world_size = rank, world_size
-        order = epoch_order(len(self.split), seed, epoch, shuffle)
+        order = epoch_order(len(self.split), seed, epoch, shuffle, limit)
         n = len(order)
         n_batches = n // batch_size if drop_last else -(-n // batch_size)
         self.batches: List[np.ndarray] = [order[b * batch_size:(b + 1) * batch_size] for b in range(n_batches)]
@@ -88,9 +97,10 @@ class BatchDataset(Dataset):
 
 def make_loader(store: Store, split: str, batch_size: int, max_len: int, *, seed: int = 0, epoch: int = 0,
                 shuffle: bool = True, num_workers: int = 0, start_batch: int = 0, rank: int = 0,
-                world_size: int = 1, drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+                world_size: int = 1, drop_last: bool = False, pin_memory: bool = False,
+                limit: Optional[int] = None) -> DataLoader:
     ds = BatchDataset(store, split, batch_size, max_len, seed, epoch, shuffle, drop_last, rank, world_size,
-                      start_batch)
+                      start_batch, limit)
     # an own generator: creating the iterator must not draw from the global RNG (dropout masks of
     # a resumed run would shift otherwise)
     gen = torch.Generator().manual_seed(seed * 1000 + epoch)

@@ -1,0 +1,167 @@
+"""``suan compare``: SUAN and LightSUAN against the baselines under one budget.
+
+Every model gets the same data, epochs, batch size and grade; its learning rate is picked from a
+small grid on seed 0 by validation AUC, then it is trained with that rate on every seed. The
+table reports test AUC, GAUC and LogLoss (mean and standard deviation over seeds), non-embedding
+parameters, training samples/s and CPU inference ms per request (one user, K candidates).
+``lightsuan-distilled`` is a LightSUAN trained with online distillation from a SUAN teacher one
+grade higher (the teacher is trained in the same run, its cost counts in that row's samples/s).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .data.loader import build_batch
+from .latency import time_call
+from .train import TrainConfig, open_data, train
+
+ALL_MODELS = ("dnn", "din", "bst", "hstu", "suan", "lightsuan", "lightsuan-distilled")
+
+
+@dataclasses.dataclass
+class ComparePreset:
+    data: str
+    grade: str = "g1"
+    teacher_grade: str = "g2"
+    epochs: int = 1
+    batch_size: int = 128
+    max_len: int = 30
+    lr_grid: Sequence[float] = (1e-3, 3e-3)
+    tune_samples: Optional[int] = 20000  # the grid runs on this many training samples (seed 0)
+    seeds: Sequence[int] = (0, 1, 2)
+    models: Sequence[str] = ALL_MODELS
+
+
+PRESETS = {
+    "smoke": ComparePreset(data="synthetic:compare"),
+    "full": ComparePreset(data="synthetic:demo", epochs=2, lr_grid=(5e-4, 1e-3, 3e-3), seeds=(0, 1, 2, 3, 4)),
+}
+
+DISTILL = {"distill_lambda": 4.0, "temperature": 2.0, "distill_warmup_steps": 300}
+
+
+def _train_one(name: str, store, p: ComparePreset, lr: float, seed: int, out: str, progress: bool,
+               train_samples: Optional[int] = None) -> dict:
+    common = dict(grade=p.grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
+                  embedding_lr=lr, seed=seed, out_dir=out, resume=False, progress=progress, warmup_steps=50,
+                  min_lr_ratio=0.5, eval_batch_size=2048, model_overrides={"dropout": 0.0},
+                  train_samples=train_samples)
+    if name == "lightsuan-distilled":
+        cfg = TrainConfig(model="lightsuan", teacher=p.teacher_grade, teacher_overrides={"dropout": 0.0},
+                          **DISTILL, **common)
+        key = "student"
+    else:
+        cfg = TrainConfig(model=name, **common)
+        key = "model"
+    res = train(cfg, store)
+    model = res["trainer"].models()[key]
+    valid = res["valid"][-1][key] if res["valid"] else {}
+    return {"test": res["test"][key], "valid": valid, "params": res["params"][key],
+            "samples_per_s": res.get("train_samples_per_s"), "model": model}
+
+
+def _inference_ms(model, store, max_len: int, K: int = 100) -> float:
+    split = store.split("test")
+    lens = np.asarray(split.columns["hist_end"]) - np.asarray(split.columns["hist_start"])
+    i = int(np.argsort(lens)[len(lens) // 2])
+    b = build_batch(store, split, np.array([i]), max_len)
+    history = b.sample(0)
+    fields = store.schema.behavior_fields
+    rng = np.random.default_rng(0)
+    cands = torch.as_tensor(np.stack([rng.integers(1, fields[j].vocab_size, K) for j in store.schema.target_field_index()], 1))
+    model = model.to("cpu").eval()
+    from .batch import collate
+
+    def one_pass():
+        with torch.no_grad():
+            return model(collate([dict(history, targets=cands, labels=None)]))
+
+    return time_call(one_pass, warmup=2, repeat=7)
+
+
+def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str]] = None, preset: str = "smoke",
+                seeds: Optional[Sequence[int]] = None, data_dir: Optional[str] = None, progress: bool = False,
+                **overrides) -> dict:
+    p = dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    if data:
+        p = dataclasses.replace(p, data=data)
+    if models:
+        unknown = set(models) - set(ALL_MODELS)
+        if unknown:
+            raise ValueError(f"models: unknown {sorted(unknown)}; known: {list(ALL_MODELS)}")
+        p = dataclasses.replace(p, models=tuple(models))
+    if seeds:
+        p = dataclasses.replace(p, seeds=tuple(seeds))
+    t0 = time.perf_counter()
+    os.makedirs(out_dir, exist_ok=True)
+    store = open_data(p.data, data_dir, 0)
+    n_train = len(store.split("train"))
+    print(f"compare on {p.data}: {store.describe()['samples']} samples; grade {p.grade}, {p.epochs} epoch(s), "
+          f"batch {p.batch_size}, L={p.max_len}, lr grid {list(p.lr_grid)}, seeds {list(p.seeds)}", flush=True)
+    results: Dict[str, dict] = {}
+    for name in p.models:
+        runs = {}
+        best_lr, best_auc = p.lr_grid[0], -1.0
+        if len(p.lr_grid) > 1:  # tune on seed 0's validation AUC, on a subset of the training data
+            for lr in p.lr_grid:
+                r = _train_one(name, store, p, lr, p.seeds[0], os.path.join(out_dir, "runs", f"{name}-tune-lr{lr:g}"),
+                               progress, train_samples=p.tune_samples)
+                auc = r["valid"].get("auc", float("nan"))
+                print(f"  {name} lr={lr:g} (tuning on {min(p.tune_samples or 10**12, n_train):,} samples): "
+                      f"valid auc {auc:.4f}", flush=True)
+                if auc > best_auc:
+                    best_lr, best_auc = lr, auc
+        for seed in p.seeds:
+            r = _train_one(name, store, p, best_lr, seed, os.path.join(out_dir, "runs", f"{name}-lr{best_lr:g}-s{seed}"),
+                           progress)
+            runs[seed] = r
+            print(f"  {name} lr={best_lr:g} seed={seed}: test auc {r['test']['auc']:.4f}", flush=True)
+        model = runs[p.seeds[0]]["model"]
+        entry = {"lr": best_lr, "seeds": list(p.seeds)}
+        for metric in ("auc", "gauc", "logloss"):
+            vals = np.array([runs[s]["test"][metric] for s in p.seeds], dtype=float)
+            ok = vals[np.isfinite(vals)]
+            entry[metric] = {"mean": float(ok.mean()) if ok.size else float("nan"),
+                             "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0, "values": vals.tolist()}
+        entry["non_embedding_params"] = runs[p.seeds[0]]["params"]["non_embedding"]
+        entry["train_samples_per_s"] = float(np.median([runs[s]["samples_per_s"] or 0 for s in p.seeds]))
+        entry["inference_ms_k100"] = _inference_ms(model, store, p.max_len)
+        results[name] = entry
+    report = {"data": p.data, "preset": preset, "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                                                            for k, v in dataclasses.asdict(p).items()},
+              "samples": store.describe()["samples"], "models": results, "wall_time_s": time.perf_counter() - t0}
+    with open(os.path.join(out_dir, "compare.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    md = format_compare(report)
+    with open(os.path.join(out_dir, "compare.md"), "w") as f:
+        f.write(md)
+    print(md)
+    return report
+
+
+def format_compare(report: dict) -> str:
+    s = report["settings"]
+    lines = [f"Data `{report['data']}` ({report['samples']['train']:,} train / {report['samples']['test']:,} test samples); "
+             f"grade {s['grade']}, {s['epochs']} epoch(s), batch {s['batch_size']}, L={s['max_len']}, "
+             f"seeds {s['seeds']}; learning rate picked from {s['lr_grid']} by seed {s['seeds'][0]}'s valid AUC "
+             f"(tuning runs on {s['tune_samples']} samples).",
+             "", "| model | test AUC | GAUC | LogLoss | non-emb params | train samples/s | ms/request (K=100) | lr |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    best = max(report["models"].values(), key=lambda e: e["auc"]["mean"])["auc"]["mean"]
+    for name, e in report["models"].items():
+        auc = f"{e['auc']['mean']:.4f} ± {e['auc']['std']:.4f}"
+        if e["auc"]["mean"] == best:
+            auc = f"**{auc}**"
+        lines.append(f"| {name} | {auc} | {e['gauc']['mean']:.4f} ± {e['gauc']['std']:.4f} | "
+                     f"{e['logloss']['mean']:.4f} ± {e['logloss']['std']:.4f} | {e['non_embedding_params']:,} | "
+                     f"{e['train_samples_per_s']:.0f} | {e['inference_ms_k100']:.2f} | {e['lr']:g} |")
+    lines.append("")
+    lines.append(f"wall time {report['wall_time_s'] / 60:.1f} min")
+    return "\n".join(lines)

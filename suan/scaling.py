@@ -1,0 +1,410 @@
+"""Scaling laws (SPEC sections 1, 4, 5): grade x data-size sweeps, power-law fits, distillation curve.
+
+``run_scaling`` trains one SUAN per (grade, data size) for one epoch on a nested subset of D
+training samples (each run's result is one JSON file: a finished run is skipped, so a sweep
+resumes), evaluates test LogLoss / AUC / GAUC, and fits
+
+    loss(N) = E + A * N^-alpha        over non-embedding parameters, at the largest D
+    loss(D) = E + B * D^-beta         over training samples, at the largest grade
+    loss(N, D) = E + A * N^-alpha + B * D^-beta   over every run
+
+by variable projection (a grid over the exponents, linear least squares for E, A, B with A, B,
+E >= 0), with R^2 and bootstrap (over runs) 95% intervals. ``distill=True`` adds the
+distillation curve: a fixed LightSUAN student trained with online distillation from SUAN
+teachers of growing grade, next to plain SUAN at each grade, to test the paper's claim that the
+distilled LightSUAN beats SUAN one grade higher.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .config import GRADE_BY_NAME, get_grade
+
+
+@dataclass
+class ScalingPreset:
+    data: str
+    grades: Sequence[str]
+    data_sizes: Sequence[int]
+    max_len: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    student_grade: str = "g0"
+    distill_teachers: Sequence[str] = ()
+    distill_size: Optional[int] = None  # the D of the distillation curve (default: largest)
+    note: str = ""
+
+
+PRESETS = {
+    "smoke": ScalingPreset(data="synthetic:demo", grades=("g0", "g1", "g2", "g3"),
+                           data_sizes=(8000, 16000, 32000, 64000), distill_teachers=("g1", "g2"), distill_size=64000,
+                           note="under 15 minutes on a 2-core CPU"),
+    "cpu": ScalingPreset(data="synthetic:small", grades=("g0", "g1", "g2", "g3", "g4"),
+                         data_sizes=(10000, 30000, 100000, 300000), distill_teachers=("g1", "g2", "g3", "g4"),
+                         distill_size=100000, note="a few hours on a 2-core CPU"),
+    "gpu": ScalingPreset(data="synthetic:large", grades=("g0", "g1", "g2", "g3", "g4", "g5", "g6"),
+                         data_sizes=(100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 20_000_000),
+                         max_len=256, batch_size=1024, lr=5e-4, distill_teachers=("g1", "g2", "g3", "g4", "g5", "g6"),
+                         distill_size=3_000_000, note="grades spanning 4000x parameters, data 200x; not yet timed on an H200"),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Fits
+# ----------------------------------------------------------------------------------------------
+def _nnls_small(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with non-negative coefficients for a handful of columns (exhaustive active set)."""
+    k = X.shape[1]
+    best, best_sse = np.zeros(k), float(((y) ** 2).sum())
+    for mask in range(1, 1 << k):
+        cols = [i for i in range(k) if mask >> i & 1]
+        coef, *_ = np.linalg.lstsq(X[:, cols], y, rcond=None)
+        if (coef < 0).any():
+            continue
+        full = np.zeros(k)
+        full[cols] = coef
+        sse = float(((X @ full - y) ** 2).sum())
+        if sse < best_sse:
+            best, best_sse = full, sse
+    return best
+
+
+def fit_power_law(x: np.ndarray, y: np.ndarray, exponents: np.ndarray = np.linspace(0.01, 2.0, 200)) -> dict:
+    """y = E + A * x^-alpha; returns E, A, alpha, r2."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    best = None
+    scale = x.min()
+    for a in exponents:
+        X = np.stack([np.ones_like(x), (x / scale) ** -a], 1)
+        coef = _nnls_small(X, y)
+        sse = float(((X @ coef - y) ** 2).sum())
+        if best is None or sse < best[0]:
+            best = (sse, a, coef)
+    sse, a, coef = best
+    sst = float(((y - y.mean()) ** 2).sum())
+    return {"E": float(coef[0]), "A": float(coef[1] * scale ** a), "alpha": float(a),
+            "r2": 1 - sse / sst if sst > 0 else float("nan"), "n": int(len(x))}
+
+
+def fit_joint(N: np.ndarray, D: np.ndarray, y: np.ndarray, exponents: np.ndarray = np.linspace(0.02, 1.5, 60)) -> dict:
+    """y = E + A N^-alpha + B D^-beta."""
+    N, D, y = (np.asarray(v, float) for v in (N, D, y))
+    sn, sd = N.min(), D.min()
+    best = None
+    for a in exponents:
+        for b in exponents:
+            X = np.stack([np.ones_like(N), (N / sn) ** -a, (D / sd) ** -b], 1)
+            coef = _nnls_small(X, y)
+            sse = float(((X @ coef - y) ** 2).sum())
+            if best is None or sse < best[0]:
+                best = (sse, a, b, coef)
+    sse, a, b, coef = best
+    sst = float(((y - y.mean()) ** 2).sum())
+    return {"E": float(coef[0]), "A": float(coef[1] * sn ** a), "alpha": float(a), "B": float(coef[2] * sd ** b),
+            "beta": float(b), "r2": 1 - sse / sst if sst > 0 else float("nan"), "n": int(len(y))}
+
+
+def bootstrap(fn, arrays: List[np.ndarray], keys: Sequence[str], n: int = 200, seed: int = 0) -> Dict[str, List[float]]:
+    """95% percentile intervals of fitted values, resampling runs with replacement."""
+    rng = np.random.default_rng(seed)
+    m = len(arrays[0])
+    samples = {k: [] for k in keys}
+    for _ in range(n):
+        idx = rng.integers(0, m, m)
+        if len(np.unique(idx)) < 3:
+            continue
+        try:
+            res = fn(*[a[idx] for a in arrays])
+        except Exception:
+            continue
+        for k in keys:
+            samples[k].append(res[k])
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
+            for k, v in samples.items()}
+
+
+def fit_all(runs: List[dict], n_boot: int = 200) -> dict:
+    """The three fits over finished runs (loss = test LogLoss)."""
+    N = np.array([r["non_embedding_params"] for r in runs], float)
+    D = np.array([r["train_samples"] for r in runs], float)
+    y = np.array([r["test"]["logloss"] for r in runs], float)
+    fits = {}
+    d_max, n_max = D.max(), N.max()
+    sel = D == d_max
+    if sel.sum() >= 3:
+        f = fit_power_law(N[sel], y[sel])
+        f["ci95"] = bootstrap(fit_power_law, [N[sel], y[sel]], ["alpha", "E", "A"], n_boot)
+        f["at_train_samples"] = int(d_max)
+        fits["params"] = f
+    sel = N == n_max
+    if sel.sum() >= 3:
+        f = fit_power_law(D[sel], y[sel])
+        f["ci95"] = bootstrap(fit_power_law, [D[sel], y[sel]], ["alpha", "E", "A"], n_boot)
+        fits["data"] = {"beta": f["alpha"], "B": f["A"], "E": f["E"], "r2": f["r2"], "n": f["n"],
+                        "ci95": {"beta": f["ci95"]["alpha"], "E": f["ci95"]["E"], "B": f["ci95"]["A"]},
+                        "at_non_embedding_params": int(n_max)}
+    if len(y) >= 5 and len(np.unique(N)) >= 2 and len(np.unique(D)) >= 2:
+        f = fit_joint(N, D, y)
+        f["ci95"] = bootstrap(fit_joint, [N, D, y], ["alpha", "beta", "E"], max(20, n_boot // 4))
+        fits["joint"] = f
+    return fits
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs
+# ----------------------------------------------------------------------------------------------
+def _run_path(out_dir, kind, grade, size, teacher=None):
+    name = f"{kind}-{grade}-D{size}" + (f"-T{teacher}" if teacher else "")
+    return os.path.join(out_dir, "runs", name + ".json")
+
+
+def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher: Optional[str] = None,
+           progress: bool = False) -> dict:
+    from .train import TrainConfig, train
+
+    common = dict(grade=grade, epochs=1, batch_size=p.batch_size, max_len=p.max_len, lr=p.lr, embedding_lr=p.lr,
+                  warmup_steps=50, min_lr_ratio=0.5, train_samples=size, resume=False, progress=progress,
+                  eval_batch_size=2048, model_overrides={"dropout": 0.0})
+    tmp = os.path.join(out_dir, "tmp", f"{grade}-{size}-{teacher}")
+    t0 = time.perf_counter()
+    if teacher:
+        from .compare import DISTILL
+
+        cfg = TrainConfig(model="lightsuan", teacher=teacher, teacher_overrides={"dropout": 0.0}, out_dir=tmp,
+                          **DISTILL, **common)
+    else:
+        cfg = TrainConfig(model="suan", out_dir=tmp, **common)
+    res = train(cfg, store)
+    out = {"grade": grade, "train_samples": int(min(size, len(store.split("train")))), "seconds": time.perf_counter() - t0,
+           "train_samples_per_s": res.get("train_samples_per_s")}
+    if teacher:
+        out.update({"teacher": teacher, "test": res["test"]["student"], "teacher_test": res["test"]["teacher"],
+                    "non_embedding_params": res["params"]["student"]["non_embedding"],
+                    "teacher_non_embedding_params": res["params"]["teacher"]["non_embedding"]})
+    else:
+        out.update({"test": res["test"]["model"], "non_embedding_params": res["params"]["model"]["non_embedding"]})
+    return out
+
+
+def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data: Optional[str] = None,
+                data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200) -> dict:
+    from .train import open_data
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset: one of {sorted(PRESETS)}, got {preset!r}")
+    p = PRESETS[preset]
+    if data:
+        p = dataclasses.replace(p, data=data)
+    for g in list(p.grades) + list(p.distill_teachers) + [p.student_grade]:
+        get_grade(g)
+    t0 = time.perf_counter()
+    os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    store = open_data(p.data, data_dir, 0)
+    n_train = len(store.split("train"))
+    sizes = sorted({min(s, n_train) for s in p.data_sizes})
+    print(f"scaling '{preset}' on {p.data} ({n_train:,} train samples): grades {list(p.grades)} x D {sizes}", flush=True)
+    runs = []
+    for size in sizes:
+        for grade in p.grades:
+            path = _run_path(out_dir, "suan", grade, size)
+            if os.path.exists(path):
+                with open(path) as f:
+                    r = json.load(f)
+                print(f"  {grade} D={size}: done before (logloss {r['test']['logloss']:.4f})", flush=True)
+            else:
+                r = _train(store, p, grade, size, out_dir, progress=progress)
+                with open(path + ".tmp", "w") as f:
+                    json.dump(r, f, indent=2)
+                os.replace(path + ".tmp", path)
+                print(f"  {grade} D={size}: logloss {r['test']['logloss']:.4f} auc {r['test']['auc']:.4f} "
+                      f"({r['seconds']:.0f} s)", flush=True)
+            runs.append(r)
+    curve = []
+    if distill:
+        size = min(p.distill_size or max(sizes), n_train)
+        for teacher in p.distill_teachers:
+            path = _run_path(out_dir, "distill", p.student_grade, size, teacher)
+            if os.path.exists(path):
+                with open(path) as f:
+                    r = json.load(f)
+            else:
+                r = _train(store, p, p.student_grade, size, out_dir, teacher=teacher, progress=progress)
+                with open(path + ".tmp", "w") as f:
+                    json.dump(r, f, indent=2)
+                os.replace(path + ".tmp", path)
+            print(f"  LightSUAN {p.student_grade} distilled from SUAN {teacher} (D={size}): auc "
+                  f"{r['test']['auc']:.4f}", flush=True)
+            curve.append(r)
+    result = {"preset": preset, "data": p.data, "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                                                            for k, v in dataclasses.asdict(p).items()},
+              "oracle": store.info.get("oracle_auc"), "fits": fit_all(runs, n_boot), "runs": runs}
+    if distill:
+        result["distill"] = _distill_summary(curve, runs, p)
+    result["wall_time_s"] = time.perf_counter() - t0
+    with open(os.path.join(out_dir, "scaling.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot_scaling(result, out_dir)
+    print(format_fits(result))
+    return result
+
+
+def _distill_summary(curve: List[dict], runs: List[dict], p: ScalingPreset) -> dict:
+    size = curve[0]["train_samples"] if curve else None
+    suan_at = {r["grade"]: r["test"]["auc"] for r in runs if r["train_samples"] == size}
+    order = [g.name for g in GRADE_BY_NAME.values()]
+    def idx(g):
+        return order.index(get_grade(g).name)
+    rows = []
+    for r in curve:
+        rows.append({"teacher": r["teacher"], "student_auc": r["test"]["auc"], "teacher_auc": r["teacher_test"]["auc"],
+                     "suan_auc_at_teacher_grade": suan_at.get(r["teacher"])})
+    student = get_grade(p.student_grade).name
+    one_up = None
+    for g in p.grades:
+        if idx(g) == idx(student) + 1:
+            one_up = g
+    claim = None
+    if one_up is not None and one_up in suan_at and rows:
+        best_student = max(r["student_auc"] for r in rows)
+        claim = {"student_grade": p.student_grade, "suan_one_grade_higher": one_up,
+                 "suan_one_grade_higher_auc": suan_at[one_up], "best_distilled_student_auc": best_student,
+                 "holds": best_student > suan_at[one_up]}
+    return {"train_samples": size, "student_grade": p.student_grade,
+            "student_alone_suan_auc": suan_at.get(p.student_grade), "curve": rows, "claim": claim}
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots and report
+# ----------------------------------------------------------------------------------------------
+def plot_scaling(result: dict, out_dir: str) -> List[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    runs = result["runs"]
+    fits = result["fits"]
+    files = []
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for D in sorted({r["train_samples"] for r in runs}):
+        pts = sorted((r["non_embedding_params"], r["test"]["logloss"]) for r in runs if r["train_samples"] == D)
+        a1.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=f"D={D:,}")
+    if "params" in fits:
+        f = fits["params"]
+        xs = np.geomspace(min(r["non_embedding_params"] for r in runs), max(r["non_embedding_params"] for r in runs), 50)
+        a1.plot(xs, f["E"] + f["A"] * xs ** -f["alpha"], "k--", label=f"fit: alpha={f['alpha']:.3f}, R2={f['r2']:.2f}")
+    a1.set_xscale("log")
+    a1.set_yscale("log")
+    a1.set_xlabel("non-embedding parameters N")
+    a1.set_ylabel("test LogLoss")
+    a1.legend(fontsize=8)
+    for g in sorted({r["grade"] for r in runs}):
+        pts = sorted((r["train_samples"], r["test"]["logloss"]) for r in runs if r["grade"] == g)
+        a2.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=g)
+    if "data" in fits:
+        f = fits["data"]
+        xs = np.geomspace(min(r["train_samples"] for r in runs), max(r["train_samples"] for r in runs), 50)
+        a2.plot(xs, f["E"] + f["B"] * xs ** -f["beta"], "k--", label=f"fit: beta={f['beta']:.3f}, R2={f['r2']:.2f}")
+    a2.set_xscale("log")
+    a2.set_yscale("log")
+    a2.set_xlabel("training samples D")
+    a2.set_ylabel("test LogLoss")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "scaling.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(path)
+    d = result.get("distill")
+    if d and d["curve"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        teachers = [r["teacher"] for r in d["curve"]]
+        ax.plot(teachers, [r["student_auc"] for r in d["curve"]], "o-", label=f"LightSUAN {d['student_grade']} distilled")
+        ax.plot(teachers, [r["suan_auc_at_teacher_grade"] for r in d["curve"]], "s--", label="SUAN at that grade")
+        ax.plot(teachers, [r["teacher_auc"] for r in d["curve"]], "^:", label="the teacher (joint run)")
+        if d.get("student_alone_suan_auc") is not None:
+            ax.axhline(d["student_alone_suan_auc"], color="gray", lw=1, label=f"SUAN {d['student_grade']}")
+        ax.set_xlabel("teacher grade")
+        ax.set_ylabel("test AUC")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "distillation.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+def _ci(f, key):
+    ci = f.get("ci95", {}).get(key)
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def format_fits(result: dict) -> str:
+    fits = result["fits"]
+    out = []
+    if "params" in fits:
+        f = fits["params"]
+        out.append(f"loss(N) = {f['E']:.4f} + {f['A']:.3g} N^-{f['alpha']:.3f}{_ci(f, 'alpha')}  R2={f['r2']:.3f} "
+                   f"(D={f['at_train_samples']:,})")
+    if "data" in fits:
+        f = fits["data"]
+        out.append(f"loss(D) = {f['E']:.4f} + {f['B']:.3g} D^-{f['beta']:.3f}{_ci(f, 'beta')}  R2={f['r2']:.3f} "
+                   f"(N={f['at_non_embedding_params']:,})")
+    if "joint" in fits:
+        f = fits["joint"]
+        out.append(f"loss(N,D) = {f['E']:.4f} + {f['A']:.3g} N^-{f['alpha']:.3f}{_ci(f, 'alpha')} + "
+                   f"{f['B']:.3g} D^-{f['beta']:.3f}{_ci(f, 'beta')}  R2={f['r2']:.3f}")
+    return "\n".join(out)
+
+
+def render_report(out_dir: str) -> str:
+    """``suan report DIR``: a Markdown page with the tables, fitted exponents and plots."""
+    path = os.path.join(out_dir, "scaling.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: run `suan scaling --out {out_dir}` first")
+    with open(path) as f:
+        res = json.load(f)
+    lines = [f"# Scaling report: preset `{res['preset']}` on `{res['data']}`", ""]
+    if res.get("oracle"):
+        lines.append(f"Ground-truth (oracle) test AUC of the synthetic data: {res['oracle'].get('test', float('nan')):.4f}.")
+        lines.append("")
+    lines += ["## Fits (loss = test LogLoss)", "", "```", format_fits(res), "```", "",
+              "95% intervals from bootstrap over runs. `params`: at the largest data size; `data`: at the "
+              "largest grade; `joint`: all runs.", "",
+              "## Runs", "", "| grade | non-emb params | train samples | test LogLoss | AUC | GAUC | seconds |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(res["runs"], key=lambda r: (r["train_samples"], r["non_embedding_params"])):
+        t = r["test"]
+        lines.append(f"| {r['grade']} | {r['non_embedding_params']:,} | {r['train_samples']:,} | {t['logloss']:.4f} | "
+                     f"{t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | {r['seconds']:.0f} |")
+    lines += ["", "![scaling](scaling.png)", ""]
+    d = res.get("distill")
+    if d:
+        lines += [f"## Distillation curve (LightSUAN {d['student_grade']} student, D={d['train_samples']:,})", "",
+                  "| teacher | distilled student AUC | teacher AUC (joint run) | SUAN AUC at the teacher's grade |",
+                  "|---|---:|---:|---:|"]
+        for r in d["curve"]:
+            s = r["suan_auc_at_teacher_grade"]
+            lines.append(f"| {r['teacher']} | {r['student_auc']:.4f} | {r['teacher_auc']:.4f} | "
+                         f"{'-' if s is None else f'{s:.4f}'} |")
+        c = d.get("claim")
+        if c:
+            lines += ["", f"Claim (distilled LightSUAN beats SUAN one grade higher): best distilled {c['student_grade']} "
+                      f"student {c['best_distilled_student_auc']:.4f} vs SUAN {c['suan_one_grade_higher']} "
+                      f"{c['suan_one_grade_higher_auc']:.4f}: **{'holds' if c['holds'] else 'does not hold'}** here."]
+        lines += ["", "![distillation](distillation.png)", ""]
+    lines.append(f"Wall time: {res.get('wall_time_s', 0) / 60:.1f} min.")
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(md)
+    return md

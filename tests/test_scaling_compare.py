@@ -1,0 +1,85 @@
+"""Power-law fits, the scaling runner and report, and `suan compare` end to end on small data
+(synthetic and every real format)."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from suan import scaling
+from suan.compare import run_compare
+
+
+def test_power_law_fit_recovers_parameters():
+    N = np.geomspace(1e4, 1e7, 7)
+    y = 0.45 + 3.0 * N ** -0.3
+    f = scaling.fit_power_law(N, y, exponents=np.linspace(0.05, 1.0, 96))
+    assert abs(f["alpha"] - 0.3) < 0.011 and abs(f["E"] - 0.45) < 1e-3 and f["r2"] > 0.999
+    rng = np.random.default_rng(0)
+    noisy = y + rng.normal(0, 1e-4, y.size)
+    ci = scaling.bootstrap(scaling.fit_power_law, [N, noisy], ["alpha"], n=50)
+    assert ci["alpha"][0] <= 0.32 and ci["alpha"][1] >= 0.28
+
+
+def test_joint_fit_recovers_parameters():
+    N, D = np.meshgrid(np.geomspace(1e4, 1e6, 4), np.geomspace(1e4, 1e6, 4))
+    N, D = N.ravel(), D.ravel()
+    y = 0.5 + 2.0 * N ** -0.25 + 5.0 * D ** -0.4
+    f = scaling.fit_joint(N, D, y, exponents=np.linspace(0.05, 0.6, 56))
+    assert abs(f["alpha"] - 0.25) < 0.02 and abs(f["beta"] - 0.4) < 0.02 and f["r2"] > 0.999
+
+
+def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
+    preset = scaling.ScalingPreset(data="synthetic:tiny", grades=("g0", "g1", "g2"), data_sizes=(3000, 6000, 12000),
+                                   max_len=16, batch_size=128, lr=3e-3, student_grade="g0", distill_teachers=("g1",),
+                                   distill_size=6000)
+    monkeypatch.setitem(scaling.PRESETS, "test", preset)
+    out = str(tmp_path / "s")
+    res = scaling.run_scaling(out, preset="test", distill=True, data_dir=str(tmp_path / "data"), n_boot=20)
+    assert len(res["runs"]) == 9 and len(os.listdir(os.path.join(out, "runs"))) == 10
+    with open(os.path.join(out, "scaling.json")) as f:
+        data = json.load(f)
+    assert {"params", "data", "joint"} <= set(data["fits"])
+    for key in ("alpha", "r2", "ci95"):
+        assert key in data["fits"]["params"]
+    assert "beta" in data["fits"]["data"] and "beta" in data["fits"]["joint"]
+    assert data["distill"]["curve"][0]["teacher"] == "g1"
+    assert os.path.exists(os.path.join(out, "scaling.png")) and os.path.exists(os.path.join(out, "distillation.png"))
+    # a second call trains nothing: every run is on disk
+    monkeypatch.setattr(scaling, "_train", lambda *a, **k: pytest.fail("retrained a finished run"))
+    again = scaling.run_scaling(out, preset="test", distill=True, data_dir=str(tmp_path / "data"), n_boot=5)
+    assert [r["test"]["logloss"] for r in again["runs"]] == [r["test"]["logloss"] for r in res["runs"]]
+    md = scaling.render_report(out)
+    assert "loss(N)" in md and "scaling.png" in md and os.path.exists(os.path.join(out, "report.md"))
+
+
+def test_compare_smoke_on_synthetic(tmp_path):
+    rep = run_compare("synthetic:tiny", str(tmp_path / "c"), models=["dnn", "din", "lightsuan", "lightsuan-distilled"],
+                      seeds=[0, 1], data_dir=str(tmp_path / "data"), max_len=16, lr_grid=(1e-3, 3e-3),
+                      tune_samples=3000)
+    assert set(rep["models"]) == {"dnn", "din", "lightsuan", "lightsuan-distilled"}
+    for e in rep["models"].values():
+        assert len(e["auc"]["values"]) == 2 and e["auc"]["std"] >= 0 and e["inference_ms_k100"] > 0
+        assert e["lr"] in (1e-3, 3e-3)
+    md = open(tmp_path / "c" / "compare.md").read()
+    assert "| dnn |" in md and "±" in md
+
+
+@pytest.mark.parametrize("kind", ["taobao", "movielens", "amazon"])
+def test_compare_on_real_format_fixtures(tmp_path, kind):
+    import test_data as td
+
+    if kind == "taobao":
+        src = tmp_path / "UserBehavior.csv"
+        td._write_taobao(src, users=60)
+    elif kind == "movielens":
+        td._write_movielens(tmp_path, users=60)
+        src = tmp_path / "ratings.dat"
+    else:
+        src = tmp_path / "reviews.jsonl"
+        td._write_amazon(src, users=60)
+    rep = run_compare(f"{kind}:{src}", str(tmp_path / "c"), models=["dnn", "bst", "hstu", "suan", "lightsuan"],
+                      seeds=[0], data_dir=str(tmp_path / "cache"), max_len=8, lr_grid=(3e-3,))
+    assert set(rep["models"]) == {"dnn", "bst", "hstu", "suan", "lightsuan"}
+    assert all(0 <= e["auc"]["mean"] <= 1 or np.isnan(e["auc"]["mean"]) for e in rep["models"].values())
