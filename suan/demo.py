@@ -60,22 +60,28 @@ def _plot(runs: Dict[str, dict], path: str) -> Optional[str]:
     except ImportError:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+
+    def smooth(steps, vals, k=20):
+        vals = np.asarray(vals)
+        if len(vals) <= k:
+            return steps, vals
+        return steps[k - 1:], np.convolve(vals, np.ones(k) / k, mode="valid")
+
     for name, hist in runs.items():
         tr = hist["train"]
         steps = [r["step"] for r in tr]
-        loss = np.array([r["loss"] for r in tr])
-        if len(loss) > 20:
-            k = 20
-            loss = np.convolve(loss, np.ones(k) / k, mode="valid")
-            steps = steps[k - 1:]
-        ax1.plot(steps, loss, label=name)
+        # each model's own click BCE (a distillation run's total loss also holds the KD term)
+        curves = {"bce_teacher": f"{name}/teacher", "bce_student": f"{name}/student"} if tr and "bce_student" in tr[0] \
+            else {"loss": name}
+        for key, label in curves.items():
+            ax1.plot(*smooth(steps, [r[key] for r in tr]), label=label)
         for key in hist["valid"][0] if hist["valid"] else []:
             if isinstance(hist["valid"][0][key], dict):
                 label = name if key == "model" else f"{name}/{key}"
                 ax2.plot([v["epoch"] for v in hist["valid"]], [v[key]["auc"] for v in hist["valid"]], marker="o",
                          label=label)
     ax1.set_xlabel("step")
-    ax1.set_ylabel("training loss (20-step mean)")
+    ax1.set_ylabel("training BCE on clicks (20-step mean)")
     ax1.legend()
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("valid AUC")

@@ -75,6 +75,13 @@ def test_dense_parity(device, dtype, case, poison_empty):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_sixteen_heads(device, poison_empty):
+    inputs = make_inputs([19, 3, 1], [2, 0, 1], heads=16, head_dim=16, value_dim=32, device=device,
+                         requires_grad=True)
+    run_parity(inputs, torch.float32, {"window": 5, "dilation": 3})
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("head_dim,value_dim", [(16, 16), (32, 32), (64, 16), (128, 128), (8, 24)])
 def test_head_dims(device, head_dim, value_dim, poison_empty):
     inputs = make_inputs([21, 6], [2, 1], heads=1, head_dim=head_dim, value_dim=value_dim, device=device,
