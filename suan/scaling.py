@@ -289,6 +289,7 @@ def plot_scaling(result: dict, out_dir: str) -> List[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return []
     runs = result["runs"]
@@ -316,6 +317,9 @@ def plot_scaling(result: dict, out_dir: str) -> List[str]:
         a2.plot(xs, f["E"] + f["B"] * xs ** -f["beta"], "k--", label=f"fit: beta={f['beta']:.3f}, R2={f['r2']:.2f}")
     a2.set_xscale("log")
     a2.set_yscale("log")
+    for ax in (a1, a2):  # plain decimals on the log loss axis, not 6x10^-1
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3f"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3f"))
     a2.set_xlabel("training samples D")
     a2.set_ylabel("test LogLoss")
     a2.legend(fontsize=8)
@@ -380,7 +384,8 @@ def render_report(out_dir: str) -> str:
         lines.append("")
     lines += ["## Fits (loss = test LogLoss)", "", "```", format_fits(res), "```", "",
               "95% intervals from bootstrap over runs. `params`: at the largest data size; `data`: at the "
-              "largest grade; `joint`: all runs.", "",
+              "largest grade; `joint`: all runs. Exponents are searched on a bounded grid (0.01-2.0; joint 0.02-1.5): an interval "
+              "that ends at a grid edge is not bounded by the data.", "",
               "## Runs", "", "| grade | non-emb params | train samples | test LogLoss | AUC | GAUC | seconds |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(res["runs"], key=lambda r: (r["train_samples"], r["non_embedding_params"])):
