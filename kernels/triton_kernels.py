@@ -89,6 +89,57 @@ def _rows(start, n, R_DIL, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
 
 
 @triton.jit
+def _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
+    """The (sequence, block) a program owns: the block's first position, the sequence's first
+    token s0, length L and behavior count n, and the block's rows (position in the pass's layout,
+    local row, class, index in class, validity: pass B holds behaviors only)."""
+    seq = tl.load(BLK_SEQ + pid)
+    start = tl.load(BLK_START + pid)
+    s0 = tl.load(OFFS + seq)
+    L = tl.load(OFFS + seq + 1) - s0
+    n = L - tl.load(NT + seq)
+    p, i_loc, c, a = _rows(start, n, R_DIL, BLOCK, PASS_B)
+    if PASS_B:
+        ok = p < n
+    else:
+        ok = p < L
+    return start, s0, L, n, p, i_loc, c, a, ok
+
+
+@triton.jit
+def _load_rows(PTR, rows, ok, h, stride_t, stride_h, d_, D):
+    """Rows ``rows`` of head h of a [T, H, D] tensor as a [BLOCK, BD] tile (zeros where masked)."""
+    return tl.load(PTR + rows[:, None] * stride_t + h * stride_h + d_[None, :],
+                   mask=ok[:, None] & (d_[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _load_ts(TS, rows, ok, local, HAS_TIME: tl.constexpr):
+    """Timestamps of ``rows`` (a placeholder when there is no time bias)."""
+    if HAS_TIME:
+        ts = tl.load(TS + rows, mask=ok, other=0)
+    else:
+        ts = local
+    return ts
+
+
+@triton.jit
+def _key_tile(code, K, V, TS, s0, n, h, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, DH, DV, R_DIL,
+              BLOCK: tl.constexpr, PASS_B: tl.constexpr, HAS_TIME: tl.constexpr):
+    """Decode one block-list entry (key block << 1 | full) and load that key block's k, v and
+    timestamps; keys seen by other rows are behaviors."""
+    full = code & 1
+    kb = code >> 1
+    pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+    col_ok = pj < n
+    cols = s0 + j_loc
+    k = _load_rows(K, cols, col_ok, h, stride_kt, stride_kh, dq_, DH)
+    v = _load_rows(V, cols, col_ok, h, stride_vt, stride_vh, dv_, DV)
+    ts_j = _load_ts(TS, cols, col_ok, j_loc, HAS_TIME)
+    return full, kb, j_loc, cj, aj, col_ok, k, v, ts_j
+
+
+@triton.jit
 def _time_bucket(dt, NB):
     """min(floor(log2(max(dt, 1))), NB) from the float64 exponent bits: exact, no libdevice."""
     bits = dt.to(tl.float64).to(tl.int64, bitcast=True)
@@ -132,13 +183,13 @@ def _score_tile(q, k, i_loc, pos_i, ts_i, ci, ai, row_ok, j_loc, ts_j, cj, aj, c
 
 
 @triton.jit
-def _self_score(q, k_self, pos_bias, time_bias, scale, HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr):
+def _self_score(q, k_self, W_POS, W_TIME, P, scale, HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr):
     """A target's score with itself: q_i . k_i * scale + w_pos[P-1] + w_time[0]."""
     s = _sum(q.to(tl.float32) * k_self.to(tl.float32), axis=1) * scale
     if HAS_POS:
-        s += pos_bias
+        s += tl.load(W_POS + P - 1).to(tl.float32)
     if HAS_TIME:
-        s += time_bias
+        s += tl.load(W_TIME).to(tl.float32)
     return s
 
 
@@ -194,26 +245,14 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
     pid = tl.program_id(0)
     h = tl.program_id(1)
     hT = h.to(tl.int64) * T
-    seq = tl.load(BLK_SEQ + pid)
-    start = tl.load(BLK_START + pid)
-    s0 = tl.load(OFFS + seq)
-    L = tl.load(OFFS + seq + 1) - s0
-    n = L - tl.load(NT + seq)
-    p, i_loc, ci, ai = _rows(start, n, R_DIL, BLOCK, PASS_B)
-    if PASS_B:
-        row_ok = p < n
-    else:
-        row_ok = p < L
+    start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
+                                                              BLOCK, PASS_B)
     rows = s0 + i_loc
     dq_ = tl.arange(0, BDH)
     dv_ = tl.arange(0, BDV)
-    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + dq_[None, :],
-                mask=row_ok[:, None] & (dq_[None, :] < DH), other=0.0)
+    q = _load_rows(Q, rows, row_ok, h, stride_qt, stride_qh, dq_, DH)
     pos_i = tl.minimum(i_loc, n)
-    if HAS_TIME:
-        ts_i = tl.load(TS + rows, mask=row_ok, other=0)
-    else:
-        ts_i = i_loc
+    ts_i = _load_ts(TS, rows, row_ok, i_loc, HAS_TIME)
     if PASS_B:  # resume the softmax state pass A left
         m_i = tl.load(LSE + hT + rows, mask=row_ok, other=float("-inf"))
         l_i = tl.where(m_i == float("-inf"), 0.0, 1.0)
@@ -227,19 +266,9 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
     e_lo = tl.load(KV_PTR + pid)
     e_hi = tl.load(KV_PTR + pid + 1)
     for e in range(e_lo, e_hi):
-        code = tl.load(KV_IDX + e)
-        full = code & 1
-        pj, j_loc, cj, aj = _rows((code >> 1) * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        col_ok = pj < n
-        cols = s0 + j_loc
-        k = tl.load(K + cols[:, None] * stride_kt + h * stride_kh + dq_[None, :],
-                    mask=col_ok[:, None] & (dq_[None, :] < DH), other=0.0)
-        v = tl.load(V + cols[:, None] * stride_vt + h * stride_vh + dv_[None, :],
-                    mask=col_ok[:, None] & (dv_[None, :] < DV), other=0.0)
-        if HAS_TIME:
-            ts_j = tl.load(TS + cols, mask=col_ok, other=0)
-        else:
-            ts_j = j_loc
+        full, kb, j_loc, cj, aj, col_ok, k, v, ts_j = _key_tile(
+            tl.load(KV_IDX + e), K, V, TS, s0, n, h, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, DH, DV,
+            R_DIL, BLOCK, PASS_B, HAS_TIME)
         s, bk = _score_tile(q, k, i_loc, pos_i, ts_i, ci, ai, row_ok, j_loc, ts_j, cj, aj, col_ok, n, full,
                             W_POS, W_TIME, scale, P, NB, WIN, GLOB, S_CLS,
                             HAS_POS, HAS_TIME, PASS_B, SPARSE, HAS_WINDOW, UPCAST, IEEE)
@@ -253,17 +282,9 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
 
     if not PASS_B:  # targets: their own diagonal
         is_t = row_ok & (i_loc >= n)
-        k_self = tl.load(K + rows[:, None] * stride_kt + h * stride_kh + dq_[None, :],
-                         mask=is_t[:, None] & (dq_[None, :] < DH), other=0.0)
-        v_self = tl.load(V + rows[:, None] * stride_vt + h * stride_vh + dv_[None, :],
-                         mask=is_t[:, None] & (dv_[None, :] < DV), other=0.0)
-        pos_b = 0.0
-        time_b = 0.0
-        if HAS_POS:
-            pos_b = tl.load(W_POS + P - 1).to(tl.float32)
-        if HAS_TIME:
-            time_b = tl.load(W_TIME).to(tl.float32)
-        s_self = _self_score(q, k_self, pos_b, time_b, scale, HAS_POS, HAS_TIME)
+        k_self = _load_rows(K, rows, is_t, h, stride_kt, stride_kh, dq_, DH)
+        v_self = _load_rows(V, rows, is_t, h, stride_vt, stride_vh, dv_, DV)
+        s_self = _self_score(q, k_self, W_POS, W_TIME, P, scale, HAS_POS, HAS_TIME)
         s_self = tl.where(is_t, s_self, float("-inf"))
         m_new = tl.maximum(m_i, s_self)
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -303,32 +324,22 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
     pid = tl.program_id(0)
     h = tl.program_id(1)
     hT = h.to(tl.int64) * T
-    seq = tl.load(BLK_SEQ + pid)
-    start = tl.load(BLK_START + pid)
-    s0 = tl.load(OFFS + seq)
-    L = tl.load(OFFS + seq + 1) - s0
-    n = L - tl.load(NT + seq)
-    p, i_loc, ci, ai = _rows(start, n, R_DIL, BLOCK, PASS_B)
-    if PASS_B:
-        row_ok = p < n
+    start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
+                                                              BLOCK, PASS_B)
+    if PASS_B:  # pass B's rows are one residue class: neighbouring rows are R_DIL positions apart
         mult = R_DIL
     else:
-        row_ok = p < L
         mult = 1
     rows = s0 + i_loc
     dq_ = tl.arange(0, BDH)
     dv_ = tl.arange(0, BDV)
     qmask = row_ok[:, None] & (dq_[None, :] < DH)
-    vmask = row_ok[:, None] & (dv_[None, :] < DV)
-    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + dq_[None, :], mask=qmask, other=0.0)
-    do = tl.load(DO + rows[:, None] * stride_dot + h * stride_doh + dv_[None, :], mask=vmask, other=0.0)
+    q = _load_rows(Q, rows, row_ok, h, stride_qt, stride_qh, dq_, DH)
+    do = _load_rows(DO, rows, row_ok, h, stride_dot, stride_doh, dv_, DV)
     lse = tl.load(LSE + hT + rows, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + hT + rows, mask=row_ok, other=0.0)
     pos_i = tl.minimum(i_loc, n)
-    if HAS_TIME:
-        ts_i = tl.load(TS + rows, mask=row_ok, other=0)
-    else:
-        ts_i = i_loc
+    ts_i = _load_ts(TS, rows, row_ok, i_loc, HAS_TIME)
     fxp = tl.load(FXP)
     is_beh = row_ok & (i_loc < n)
     is_tgt = row_ok & (i_loc >= n)
@@ -339,20 +350,9 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
     e_lo = tl.load(KV_PTR + pid)
     e_hi = tl.load(KV_PTR + pid + 1)
     for e in range(e_lo, e_hi):
-        code = tl.load(KV_IDX + e)
-        full = code & 1
-        kb = code >> 1
-        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        col_ok = pj < n
-        cols = s0 + j_loc
-        k = tl.load(K + cols[:, None] * stride_kt + h * stride_kh + dq_[None, :],
-                    mask=col_ok[:, None] & (dq_[None, :] < DH), other=0.0)
-        v = tl.load(V + cols[:, None] * stride_vt + h * stride_vh + dv_[None, :],
-                    mask=col_ok[:, None] & (dv_[None, :] < DV), other=0.0)
-        if HAS_TIME:
-            ts_j = tl.load(TS + cols, mask=col_ok, other=0)
-        else:
-            ts_j = j_loc
+        full, kb, j_loc, cj, aj, col_ok, k, v, ts_j = _key_tile(
+            tl.load(KV_IDX + e), K, V, TS, s0, n, h, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, DH, DV,
+            R_DIL, BLOCK, PASS_B, HAS_TIME)
         s, bk = _score_tile(q, k, i_loc, pos_i, ts_i, ci, ai, row_ok, j_loc, ts_j, cj, aj, col_ok, n, full,
                             W_POS, W_TIME, scale, P, NB, WIN, GLOB, S_CLS,
                             HAS_POS, HAS_TIME, PASS_B, SPARSE, HAS_WINDOW, UPCAST, IEEE)
@@ -371,17 +371,9 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             acc_t = _time_grad_tile(acc_t, ds, bk, NB, NBP)
 
     if not PASS_B:  # targets: their own diagonal
-        k_self = tl.load(K + rows[:, None] * stride_kt + h * stride_kh + dq_[None, :],
-                         mask=is_tgt[:, None] & (dq_[None, :] < DH), other=0.0)
-        v_self = tl.load(V + rows[:, None] * stride_vt + h * stride_vh + dv_[None, :],
-                         mask=is_tgt[:, None] & (dv_[None, :] < DV), other=0.0)
-        pos_b = 0.0
-        time_b = 0.0
-        if HAS_POS:
-            pos_b = tl.load(W_POS + P - 1).to(tl.float32)
-        if HAS_TIME:
-            time_b = tl.load(W_TIME).to(tl.float32)
-        s_self = _self_score(q, k_self, pos_b, time_b, scale, HAS_POS, HAS_TIME)
+        k_self = _load_rows(K, rows, is_tgt, h, stride_kt, stride_kh, dq_, DH)
+        v_self = _load_rows(V, rows, is_tgt, h, stride_vt, stride_vh, dv_, DV)
+        s_self = _self_score(q, k_self, W_POS, W_TIME, P, scale, HAS_POS, HAS_TIME)
         p_self = tl.where(is_tgt, tl.exp(s_self - lse), 0.0)
         dp_self = _sum(do.to(tl.float32) * v_self.to(tl.float32), axis=1)
         ds_self = p_self * (dp_self - delta)
@@ -417,28 +409,18 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
     pid = tl.program_id(0)
     h = tl.program_id(1)
     hT = h.to(tl.int64) * T
-    seq = tl.load(BLK_SEQ + pid)
-    start = tl.load(BLK_START + pid)
-    s0 = tl.load(OFFS + seq)
-    L = tl.load(OFFS + seq + 1) - s0
-    n = L - tl.load(NT + seq)
-    pj, j_loc, cj, aj = _rows(start, n, R_DIL, BLOCK, PASS_B)
-    if PASS_B:
-        key_ok = pj < n
-    else:
-        key_ok = pj < L  # target rows of the block get their own diagonal below
+    # key_ok: every key row of the block (target rows get their own diagonal below)
+    start, s0, L, n, pj, j_loc, cj, aj, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
+                                                               BLOCK, PASS_B)
     col_ok = pj < n  # keys seen by other rows are behaviors
     cols = s0 + j_loc
     dq_ = tl.arange(0, BDH)
     dv_ = tl.arange(0, BDV)
     kmask = key_ok[:, None] & (dq_[None, :] < DH)
     vmask = key_ok[:, None] & (dv_[None, :] < DV)
-    k = tl.load(K + cols[:, None] * stride_kt + h * stride_kh + dq_[None, :], mask=kmask, other=0.0)
-    v = tl.load(V + cols[:, None] * stride_vt + h * stride_vh + dv_[None, :], mask=vmask, other=0.0)
-    if HAS_TIME:
-        ts_j = tl.load(TS + cols, mask=key_ok, other=0)
-    else:
-        ts_j = j_loc
+    k = _load_rows(K, cols, key_ok, h, stride_kt, stride_kh, dq_, DH)
+    v = _load_rows(V, cols, key_ok, h, stride_vt, stride_vh, dv_, DV)
+    ts_j = _load_ts(TS, cols, key_ok, j_loc, HAS_TIME)
     dk = tl.full([BLOCK, BDH], 0.0, tl.float32)
     dv = tl.full([BLOCK, BDV], 0.0, tl.float32)
 
@@ -453,16 +435,11 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         else:
             row_ok = p < L
         rows = s0 + i_loc
-        q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + dq_[None, :],
-                    mask=row_ok[:, None] & (dq_[None, :] < DH), other=0.0)
-        do = tl.load(DO + rows[:, None] * stride_dot + h * stride_doh + dv_[None, :],
-                     mask=row_ok[:, None] & (dv_[None, :] < DV), other=0.0)
+        q = _load_rows(Q, rows, row_ok, h, stride_qt, stride_qh, dq_, DH)
+        do = _load_rows(DO, rows, row_ok, h, stride_dot, stride_doh, dv_, DV)
         lse = tl.load(LSE + hT + rows, mask=row_ok, other=float("inf"))
         delta = tl.load(DELTA + hT + rows, mask=row_ok, other=0.0)
-        if HAS_TIME:
-            ts_i = tl.load(TS + rows, mask=row_ok, other=0)
-        else:
-            ts_i = i_loc
+        ts_i = _load_ts(TS, rows, row_ok, i_loc, HAS_TIME)
         pos_i = tl.minimum(i_loc, n)
         s, bk = _score_tile(q, k, i_loc, pos_i, ts_i, ci, ai, row_ok, j_loc, ts_j, cj, aj, col_ok, n, full,
                             W_POS, W_TIME, scale, P, NB, WIN, GLOB, S_CLS,
@@ -475,19 +452,11 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
 
     if not PASS_B:  # target keys are seen only by themselves
         is_t = key_ok & (j_loc >= n)
-        qs = tl.load(Q + cols[:, None] * stride_qt + h * stride_qh + dq_[None, :],
-                     mask=is_t[:, None] & (dq_[None, :] < DH), other=0.0)
-        dos = tl.load(DO + cols[:, None] * stride_dot + h * stride_doh + dv_[None, :],
-                      mask=is_t[:, None] & (dv_[None, :] < DV), other=0.0)
+        qs = _load_rows(Q, cols, is_t, h, stride_qt, stride_qh, dq_, DH)
+        dos = _load_rows(DO, cols, is_t, h, stride_dot, stride_doh, dv_, DV)
         lse_s = tl.load(LSE + hT + cols, mask=is_t, other=float("inf"))
         delta_s = tl.load(DELTA + hT + cols, mask=is_t, other=0.0)
-        pos_b = 0.0
-        time_b = 0.0
-        if HAS_POS:
-            pos_b = tl.load(W_POS + P - 1).to(tl.float32)
-        if HAS_TIME:
-            time_b = tl.load(W_TIME).to(tl.float32)
-        s_self = _self_score(qs, k, pos_b, time_b, scale, HAS_POS, HAS_TIME)
+        s_self = _self_score(qs, k, W_POS, W_TIME, P, scale, HAS_POS, HAS_TIME)
         p_self = tl.where(is_t, tl.exp(s_self - lse_s), 0.0)
         dv += p_self[:, None] * dos.to(tl.float32)
         dp_self = _sum(dos.to(tl.float32) * v.to(tl.float32), axis=1)
