@@ -95,9 +95,10 @@ def _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK: tl.constexpr
     local row, class, index in class, validity: pass B holds behaviors only)."""
     seq = tl.load(BLK_SEQ + pid)
     start = tl.load(BLK_START + pid)
-    s0 = tl.load(OFFS + seq)
-    L = tl.load(OFFS + seq + 1) - s0
-    n = L - tl.load(NT + seq)
+    s0 = tl.load(OFFS + seq)  # int64: token offsets address memory
+    # local positions in int32: every [BLOCK, BLOCK] index tile then takes one register per element
+    L = (tl.load(OFFS + seq + 1) - s0).to(tl.int32)
+    n = L - tl.load(NT + seq).to(tl.int32)
     p, i_loc, c, a = _rows(start, n, R_DIL, BLOCK, PASS_B)
     if PASS_B:
         ok = p < n
@@ -202,12 +203,15 @@ def _grad_add(PTR, idx, val, mask, fxp, FIXED_POINT: tl.constexpr):
 
 
 @triton.jit
-def _pos_grad_diagonals(ds, delta_blk, MULT, P, DPOS, fxp, BLOCK: tl.constexpr, FIXED_POINT: tl.constexpr):
-    """Add the tile's diagonal sums of ds to dw_pos. Row a, column b has relative position
-    ``(delta_blk * BLOCK + a - b) * MULT``; a gather skews the diagonals into columns."""
+def _pos_grad_diagonals(ds, rows_in, delta_blk, MULT, P, DPOS, fxp, BLOCK: tl.constexpr,
+                        FIXED_POINT: tl.constexpr):
+    """Add the diagonal sums of ds over the rows ``rows_in`` to dw_pos. Row a, column b has
+    relative position ``(delta_blk * BLOCK + a - b) * MULT``; a gather skews the diagonals into
+    columns (row a of the gathered tile is row a of ds, so the row mask applies after it)."""
     a = tl.arange(0, BLOCK)[:, None]
     t = tl.arange(0, BLOCK)[None, :]
     g = tl.gather(ds, (a - t + BLOCK) % BLOCK, axis=1)  # g[a, t] = ds[a, (a - t) mod BLOCK]
+    g = tl.where(rows_in[:, None], g, 0.0)
     upper = _sum(tl.where(a >= t, g, 0.0), axis=0)  # diagonal a - b = t
     lower = _sum(tl.where(a < t, g, 0.0), axis=0)  # diagonal a - b = t - BLOCK
     tt = tl.arange(0, BLOCK)
@@ -361,7 +365,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         ds = pt * (dp - delta[:, None])
         dq += _dot(ds.to(k.dtype), k, UPCAST, IEEE)
         if POS_GRAD:
-            _pos_grad_diagonals(tl.where(is_beh[:, None], ds, 0.0), qblk - kb, mult, P, DPOS, fxp,
+            _pos_grad_diagonals(ds, is_beh, qblk - kb, mult, P, DPOS, fxp,
                                 BLOCK, FIXED_POINT)
             if not PASS_B:  # target rows sit at position n: relative position n - j, a column sum
                 col_sum = _sum(tl.where(is_tgt[:, None], ds, 0.0), axis=0)
