@@ -148,8 +148,9 @@ class _Run:
     """Everything one call needs: the kernels module, layout, flags and launch arguments."""
 
     def __init__(self, q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
-                 num_global, scale):
-        self.interpret = not q.is_cuda
+                 num_global, scale, interpret: Optional[bool] = None):
+        # interpret=False on CPU tensors: the launches a CUDA call would make (kernels.compile_check)
+        self.interpret = (not q.is_cuda) if interpret is None else interpret
         self.mod = kernel_module(self.interpret)
         self.q, self.k, self.v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
         self.T, self.H, self.DH = q.shape

@@ -1,0 +1,280 @@
+"""Compile the Triton kernels for a GPU architecture ahead of time, on a machine without a GPU.
+
+The interpreter checks what the kernels compute, not whether they compile for a real card, nor
+how many registers they need. This module does that part without a GPU:
+
+1. it runs a real call of the op (forward and backward) on CPU tensors with ``interpret=False``
+   and a recording stand-in for the kernels module, so it captures exactly the launches a CUDA
+   call with the same inputs makes (dtypes, block sizes, constexpr flags, both passes);
+2. it compiles each launch with ``triton.compile`` for the target (default ``sm_90``, Hopper) and
+   each autotune configuration, down to a cubin through the ``ptxas`` shipped with triton;
+3. it reads the cubin's resource usage (registers per thread, stack bytes = local memory,
+   i.e. spills when non-zero) with the bundled ``cuobjdump``, and the shared memory from the
+   kernel metadata.
+
+    python -m kernels.compile_check                       # bf16/fp16/fp32, dh=64, dense + sparse
+    python -m kernels.compile_check --dtypes bf16 --head-dims 64 128 --json usage.json
+
+The compiled variants are not specialised on argument divisibility as a JIT launch would be, so
+their register counts are close to, not identical with, what a GPU run compiles.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
+                 torch.int64: "i64", torch.int32: "i32", torch.int16: "i16", torch.int8: "i8", torch.uint8: "u8",
+                 torch.bool: "i1"}
+
+
+@dataclass
+class Case:
+    """One call of the op: dtype, head dims, heads, sequence lengths / targets and the pattern."""
+
+    dtype: str = "bf16"
+    head_dim: int = 64
+    value_dim: int = 64
+    heads: int = 4
+    lengths: Sequence[int] = (300, 70, 1)
+    targets: Sequence[int] = (3, 0, 1)
+    window: Optional[int] = None
+    dilation: Optional[int] = None
+    num_global: int = 0
+
+    @property
+    def pattern(self) -> str:
+        if self.window is None and self.dilation is None:
+            return "dense"
+        return f"w{self.window}-r{self.dilation}-g{self.num_global}"
+
+
+@dataclass
+class Launch:
+    kernel: str
+    autotuner: object
+    args: tuple
+    kwargs: dict
+
+    @property
+    def pass_name(self) -> str:
+        return "B" if self.kwargs.get("PASS_B") else "A"
+
+
+@dataclass
+class Usage:
+    kernel: str
+    pass_name: str
+    dtype: str
+    head_dim: int
+    value_dim: int
+    pattern: str
+    num_warps: int
+    num_stages: int
+    registers: int
+    stack_bytes: int
+    shared_bytes: int
+    compile_s: float
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+def _compiled_module():
+    """A fresh copy of ``kernels.triton_kernels`` built for compilation (never the interpreter),
+    whatever ``TRITON_INTERPRET`` says."""
+    from triton import knobs
+
+    spec = importlib.util.find_spec("kernels.triton_kernels")
+    mod = importlib.util.module_from_spec(spec)
+    with knobs.runtime.scope():
+        knobs.runtime.interpret = False
+        spec.loader.exec_module(mod)
+    return mod
+
+
+class _Recorder:
+    """Stands in for the kernels module: ``mod.attn_fwd[grid](*args, **kwargs)`` records the launch."""
+
+    def __init__(self, real):
+        self.real = real
+        self.launches: List[Launch] = []
+
+    def __getattr__(self, name):
+        autotuner = getattr(self.real, name)
+        recorder = self
+
+        class _Grid:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    recorder.launches.append(Launch(name, autotuner, args, kwargs))
+                return launch
+
+        return _Grid()
+
+
+def capture_launches(case: Case, module=None) -> List[Launch]:
+    """The launches (forward, then backward) that a CUDA call of ``case`` makes."""
+    from .triton_ops import _Run
+
+    dtype = DTYPES[case.dtype]
+    g = torch.Generator().manual_seed(0)
+    T = sum(case.lengths)
+    q = torch.randn(T, case.heads, case.head_dim, generator=g).to(dtype)
+    k = torch.randn(T, case.heads, case.head_dim, generator=g).to(dtype)
+    v = torch.randn(T, case.heads, case.value_dim, generator=g).to(dtype)
+    offsets = torch.tensor([0] + list(case.lengths), dtype=torch.int64).cumsum(0)
+    num_targets = torch.tensor(list(case.targets), dtype=torch.int64)
+    ts = torch.randint(0, 10**6, (T,), generator=g, dtype=torch.int64)
+    w_pos = torch.randn(2 * 256 - 1, generator=g)
+    w_time = torch.randn(65, generator=g)
+    run = _Run(q, k, v, offsets, ts, num_targets, w_pos, w_time, 64, case.window, case.dilation, case.num_global,
+               case.head_dim ** -0.5, interpret=False)
+    rec = _Recorder(module if module is not None else _compiled_module())
+    run.mod = rec
+    out, lse = run.forward()
+    run.backward(torch.randn_like(out.float()).to(dtype), torch.randn_like(out.float()).to(dtype),
+                 torch.zeros_like(lse), True, True)
+    return rec.launches
+
+
+def signature_of(jit_fn, args: tuple, kwargs: dict) -> Tuple[Dict[str, str], Dict[str, object]]:
+    """Triton signature (``{"Q": "*bf16", "T": "i32", "BLOCK": "constexpr", ...}``) and constexprs."""
+    values = dict(zip(jit_fn.arg_names, args))
+    values.update(kwargs)
+    sig, consts = {}, {}
+    for param in jit_fn.params:
+        name = param.name
+        if name not in values:
+            raise ValueError(f"{jit_fn.__name__}: launch does not pass {name}")
+        val = values[name]
+        if param.is_constexpr:
+            sig[name] = "constexpr"
+            consts[name] = val
+        elif isinstance(val, torch.Tensor):
+            sig[name] = "*" + _TRITON_TYPES[val.dtype]
+        elif isinstance(val, bool):
+            sig[name] = "i1"
+        elif isinstance(val, int):
+            sig[name] = "i32" if -2**31 <= val < 2**31 else "i64"
+        elif isinstance(val, float):
+            sig[name] = "fp32"
+        else:
+            raise ValueError(f"{jit_fn.__name__}: cannot type argument {name}={val!r}")
+    return sig, consts
+
+
+def _bin(name: str) -> str:
+    import triton.backends.nvidia as nv
+
+    path = os.path.join(os.path.dirname(nv.__file__), "bin", name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: this triton wheel ships no {name}")
+    return path
+
+
+def resource_usage(cubin: bytes) -> Dict[str, int]:
+    """Registers per thread and stack (local memory) bytes of the cubin's kernel, by cuobjdump."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        text = subprocess.run([_bin("cuobjdump"), "-res-usage", path], capture_output=True, text=True,
+                              check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
+    if m is None:
+        raise RuntimeError(f"cuobjdump printed no resource usage:\n{text}")
+    return {"registers": int(m.group(1)), "stack_bytes": int(m.group(2)), "static_shared_bytes": int(m.group(3)),
+            "local_bytes": int(m.group(4))}
+
+
+def compile_launch(launch: Launch, arch: int = 90, configs: Optional[list] = None):
+    """Compile one captured launch for ``sm_<arch>`` with each autotune config; yields
+    ``(config, compiled kernel, seconds)``."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    jit_fn = launch.autotuner.fn
+    sig, consts = signature_of(jit_fn, launch.args, launch.kwargs)
+    for cfg in configs if configs is not None else launch.autotuner.configs:
+        t0 = time.perf_counter()
+        src = ASTSource(fn=jit_fn, signature=sig, constexprs={**consts, **cfg.kwargs})
+        kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                                options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+        yield cfg, kernel, time.perf_counter() - t0
+
+
+def check_case(case: Case, arch: int = 90, all_configs: bool = True, module=None) -> List[Usage]:
+    """Capture the launches of ``case`` and compile each (every autotune config, or the first)."""
+    module = module if module is not None else _compiled_module()
+    rows = []
+    seen = set()
+    for launch in capture_launches(case, module):
+        sig, consts = signature_of(launch.autotuner.fn, launch.args, launch.kwargs)
+        key = (launch.kernel, tuple(sorted(sig.items())), tuple(sorted(consts.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        configs = launch.autotuner.configs if all_configs else launch.autotuner.configs[:1]
+        for cfg, kernel, secs in compile_launch(launch, arch, configs):
+            use = resource_usage(kernel.asm["cubin"])
+            rows.append(Usage(launch.kernel, launch.pass_name, case.dtype, case.head_dim, case.value_dim, case.pattern,
+                              cfg.num_warps, cfg.num_stages, use["registers"], use["stack_bytes"] + use["local_bytes"],
+                              kernel.metadata.shared, secs))
+    return rows
+
+
+def default_cases(dtypes: Sequence[str] = ("bf16", "fp16", "fp32"), head_dims: Sequence[int] = (64,)) -> List[Case]:
+    cases = []
+    for dt in dtypes:
+        for dh in head_dims:
+            cases.append(Case(dtype=dt, head_dim=dh, value_dim=dh))
+            cases.append(Case(dtype=dt, head_dim=dh, value_dim=dh, window=32, dilation=4, num_global=2))
+    return cases
+
+
+def format_table(rows: List[Usage]) -> str:
+    lines = ["| kernel | pass | dtype | dh/dv | pattern | warps | stages | regs | stack B | shared B | compile s |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.kernel} | {r.pass_name} | {r.dtype} | {r.head_dim}/{r.value_dim} | {r.pattern} | "
+                     f"{r.num_warps} | {r.num_stages} | {r.registers} | {r.stack_bytes} | {r.shared_bytes} | "
+                     f"{r.compile_s:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90 = H100/H200)")
+    p.add_argument("--dtypes", nargs="+", default=["bf16", "fp16", "fp32"], choices=sorted(DTYPES))
+    p.add_argument("--head-dims", nargs="+", type=int, default=[64])
+    p.add_argument("--first-config", action="store_true", help="only the first autotune configuration")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    a = p.parse_args(argv)
+    module = _compiled_module()
+    rows = []
+    for i, case in enumerate(default_cases(a.dtypes, a.head_dims)):
+        case_rows = check_case(case, a.arch, not a.first_config, module)
+        table = format_table(case_rows).splitlines()
+        print("\n".join(table if i == 0 else table[2:]), flush=True)  # one header, rows as they compile
+        rows += case_rows
+    spilled = [r for r in rows if r.stack_bytes > 0]
+    print(f"\n{len(rows)} variants compiled for sm_{a.arch}; {len(spilled)} use local memory (stack > 0: spills)")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump([r.__dict__ for r in rows], f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
