@@ -83,3 +83,16 @@ def test_signature_rejects_untyped_arguments(module):
     with pytest.raises(ValueError, match="cannot type argument Q"):
         cc.signature_of(fn, tuple(args), launch.kwargs)
     assert torch.bfloat16 in cc._TRITON_TYPES
+
+
+def test_command_line_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "usage.json"
+    assert cc.main(["--dtypes", "bf16", "--head-dims", "16", "--first-config", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("| kernel | pass |") == 1  # one header, rows streamed per case
+    assert "variants compiled for sm_90" in text
+    import json
+
+    rows = json.loads(out.read_text())
+    assert {(r["kernel"], r["pattern"]) for r in rows} >= {("attn_fwd", "dense"), ("attn_bwd_dkdv", "w32-r4-g2")}
+    assert all(r["registers"] > 0 and r["num_warps"] in (4, 8) for r in rows)
