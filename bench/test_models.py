@@ -14,6 +14,7 @@ from common import CUDA, DEVICE, sync
 from suan import LightSUAN, SUAN, config_for_grade, random_batch
 from suan.cache import BehaviorCache
 from suan.config import light_pattern
+from suan.latency import random_candidates
 
 FULL = CUDA or os.environ.get("SUAN_BENCH_FULL") == "1"
 MODEL_LENGTHS = [256, 1024, 4096] if FULL else [256, 1024]
@@ -33,12 +34,6 @@ def _models(L):
     return _MODELS[L]
 
 
-def _cands(schema, K):
-    g = torch.Generator().manual_seed(K)
-    return torch.stack([torch.randint(1, schema.behavior_fields[i].vocab_size, (K,), generator=g)
-                        for i in schema.target_field_index()], 1).to(DEVICE)
-
-
 @pytest.mark.parametrize("num_candidates", CANDIDATES)
 @pytest.mark.parametrize("impl", ["suan", "lightsuan", "lightsuan-cached", "lightsuan-separate"])
 @pytest.mark.parametrize("seq_len", MODEL_LENGTHS)
@@ -47,7 +42,7 @@ def test_inference_per_request(benchmark, record, seq_len, impl, num_candidates)
     if impl == "lightsuan-separate" and not FULL and (K > 100 or seq_len > 256):
         pytest.skip("K separate passes: K <= 100 at L=256 on CPU (SUAN_BENCH_FULL=1 for all)")
     suan, light, history = _models(seq_len)
-    cands = _cands(suan.cfg.schema, K)
+    cands = random_candidates(suan.cfg.schema, K, DEVICE, seed=K)
     benchmark.group = f"inference L={seq_len} K={K}"
     cache = None
     if impl == "suan":

@@ -18,8 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .data.loader import build_batch
-from .latency import time_call
+from .latency import median_test_request, random_candidates, time_call
 from .train import TrainConfig, open_data, train
 
 ALL_MODELS = ("dnn", "din", "bst", "hstu", "suan", "lightsuan", "lightsuan-distilled")
@@ -68,14 +67,9 @@ def _train_one(name: str, store, p: ComparePreset, lr: float, seed: int, out: st
 
 
 def _inference_ms(model, store, max_len: int, K: int = 100) -> float:
-    split = store.split("test")
-    lens = np.asarray(split.columns["hist_end"]) - np.asarray(split.columns["hist_start"])
-    i = int(np.argsort(lens)[len(lens) // 2])
-    b = build_batch(store, split, np.array([i]), max_len)
-    history = b.sample(0)
-    fields = store.schema.behavior_fields
-    rng = np.random.default_rng(0)
-    cands = torch.as_tensor(np.stack([rng.integers(1, fields[j].vocab_size, K) for j in store.schema.target_field_index()], 1))
+    """Median ms of one request (a median-length history, K candidates, one pass) on this CPU."""
+    history = median_test_request(store, max_len)
+    cands = random_candidates(store.schema, K, seed=K)
     model = model.to("cpu").eval()
     from .batch import collate
 

@@ -14,8 +14,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .data.loader import build_batch
-from .latency import time_call
+from .latency import median_test_request, random_candidates, time_call
 from .train import TrainConfig, open_data, train
 
 STUDENT_GRADE = "g0"
@@ -34,18 +33,12 @@ def _common(epochs: int, seed: int, progress: bool) -> dict:
 
 
 def _latency(model, store, max_len: int, repeat: int = 7) -> Dict[str, float]:
-    """Median ms of one request (one user's history, K candidates, one pass) on this CPU."""
-    split = store.split("test")
-    lens = np.asarray(split.columns["hist_end"]) - np.asarray(split.columns["hist_start"])
-    i = int(np.argsort(lens)[len(lens) // 2])  # a median-length history
-    history = build_batch(store, split, np.array([i]), max_len).to("cpu").sample(0)
-    rng = np.random.default_rng(0)
-    fields = store.schema.behavior_fields
+    """Median ms of one request (a median-length history, K candidates, one pass) on this CPU."""
+    history = median_test_request(store, max_len)
     out = {}
     model = model.to("cpu").eval()
     for K in (1, 100):
-        cands = torch.as_tensor(np.stack([rng.integers(1, fields[j].vocab_size, K)
-                                          for j in store.schema.target_field_index()], 1))
+        cands = random_candidates(store.schema, K, seed=K)
         with torch.no_grad():
             out[f"ms_k{K}"] = time_call(lambda: model.score(history, cands), warmup=2, repeat=repeat)
     return out

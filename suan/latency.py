@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, List, Optional
 
+import numpy as np
 import torch
 
 from .batch import random_batch
@@ -36,10 +37,21 @@ def time_call(fn, warmup: int = 1, repeat: int = 5, min_seconds: float = 0.0) ->
     return times[len(times) // 2]
 
 
-def _candidates(schema, K, device, seed=0):
+def random_candidates(schema, K: int, device="cpu", seed: int = 0) -> torch.Tensor:
+    """``[K, target fields]`` int64 candidate ids drawn uniformly from each field's vocabulary (ids >= 1)."""
     g = torch.Generator().manual_seed(seed)
     return torch.stack([torch.randint(1, schema.behavior_fields[i].vocab_size, (K,), generator=g)
                         for i in schema.target_field_index()], 1).to(device)
+
+
+def median_test_request(store, max_len: int) -> dict:
+    """One request's history (CPU): the test sample whose history length is the median."""
+    from .data.loader import build_batch
+
+    split = store.split("test")
+    lens = np.asarray(split.columns["hist_end"]) - np.asarray(split.columns["hist_start"])
+    i = int(np.argsort(lens)[len(lens) // 2])
+    return build_batch(store, split, np.array([i]), max_len).to("cpu").sample(0)
 
 
 def latency_table(grade: str = "g2", lengths: Iterable[int] = (256, 1024), candidates: Iterable[int] = (1, 100),
@@ -58,7 +70,7 @@ def latency_table(grade: str = "g2", lengths: Iterable[int] = (256, 1024), candi
         history = random_batch(suan.cfg.schema, 1, L, 1, min_len=L, seed=L, device=device).sample(0)
         cache = BehaviorCache(light, max_bytes=1 << 30)
         for K in candidates:
-            cands = _candidates(suan.cfg.schema, K, device, seed=K)
+            cands = random_candidates(suan.cfg.schema, K, device, seed=K)
             row = {"L": L, "K": K, **pattern}
             with torch.no_grad():
                 row["suan_ms"] = time_call(lambda: suan.score(history, cands), repeat=repeat)
