@@ -294,40 +294,37 @@ def plot_scaling(result: dict, out_dir: str) -> List[str]:
         return []
     runs = result["runs"]
     fits = result["fits"]
-    files = []
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for D in sorted({r["train_samples"] for r in runs}):
-        pts = sorted((r["non_embedding_params"], r["test"]["logloss"]) for r in runs if r["train_samples"] == D)
-        a1.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=f"D={D:,}")
-    if "params" in fits:
-        f = fits["params"]
-        xs = np.geomspace(min(r["non_embedding_params"] for r in runs), max(r["non_embedding_params"] for r in runs), 50)
-        a1.plot(xs, f["E"] + f["A"] * xs ** -f["alpha"], "k--", label=f"fit: alpha={f['alpha']:.3f}, R2={f['r2']:.2f}")
-    a1.set_xscale("log")
-    a1.set_yscale("log")
-    a1.set_xlabel("non-embedding parameters N")
-    a1.set_ylabel("test LogLoss")
-    a1.legend(fontsize=8)
-    for g in sorted({r["grade"] for r in runs}):
-        pts = sorted((r["train_samples"], r["test"]["logloss"]) for r in runs if r["grade"] == g)
-        a2.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=g)
-    if "data" in fits:
-        f = fits["data"]
-        xs = np.geomspace(min(r["train_samples"] for r in runs), max(r["train_samples"] for r in runs), 50)
-        a2.plot(xs, f["E"] + f["B"] * xs ** -f["beta"], "k--", label=f"fit: beta={f['beta']:.3f}, R2={f['r2']:.2f}")
-    a2.set_xscale("log")
-    a2.set_yscale("log")
-    for ax in (a1, a2):  # plain decimals on the log loss axis, not 6x10^-1
+
+    def save(fig, name):
+        fig.tight_layout()
+        path = os.path.join(out_dir, name)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def panel(ax, x_key, group_key, group_label, fit, coef, exponent, xlabel):
+        """Test LogLoss against ``x_key`` on log-log axes, one line per ``group_key`` value, plus the fit."""
+        for gv in sorted({r[group_key] for r in runs}):
+            pts = sorted((r[x_key], r["test"]["logloss"]) for r in runs if r[group_key] == gv)
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", label=group_label(gv))
+        if fit is not None:
+            xs = np.geomspace(min(r[x_key] for r in runs), max(r[x_key] for r in runs), 50)
+            ax.plot(xs, fit["E"] + fit[coef] * xs ** -fit[exponent], "k--",
+                    label=f"fit: {exponent}={fit[exponent]:.3f}, R2={fit['r2']:.2f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        # plain decimals on the log loss axis, not 6x10^-1
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3f"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3f"))
-    a2.set_xlabel("training samples D")
-    a2.set_ylabel("test LogLoss")
-    a2.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "scaling.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    files.append(path)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test LogLoss")
+        ax.legend(fontsize=8)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    panel(a1, "non_embedding_params", "train_samples", lambda D: f"D={D:,}", fits.get("params"), "A", "alpha",
+          "non-embedding parameters N")
+    panel(a2, "train_samples", "grade", str, fits.get("data"), "B", "beta", "training samples D")
+    files = [save(fig, "scaling.png")]
     d = result.get("distill")
     if d and d["curve"]:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -340,11 +337,7 @@ def plot_scaling(result: dict, out_dir: str) -> List[str]:
         ax.set_xlabel("teacher grade")
         ax.set_ylabel("test AUC")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, "distillation.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(save(fig, "distillation.png"))
     return files
 
 
