@@ -1,6 +1,5 @@
 """Synthetic generator, columnar store, real-format loaders, batching."""
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -12,6 +11,8 @@ from suan.data.real import BUILDERS
 from suan.data.registry import open_dataset
 from suan.data.store import Store
 from suan.data.synthetic import PRESETS, SyntheticConfig, generate
+
+from fixture_files import write_amazon, write_movielens, write_movielens_csv, write_taobao
 
 TINY = dataclasses.replace(PRESETS["tiny"], num_users=120, chunk_users=50)
 
@@ -107,70 +108,6 @@ def test_loader_order_is_reproducible_and_resumable(tmp_path):
 
 
 # ---- real formats ---------------------------------------------------------------------------
-def _write_taobao(path, users=20, bad=True):
-    rng = np.random.default_rng(0)
-    with open(path, "w") as f:
-        for u in range(1, users + 1):
-            t = 1511500000 + u
-            for _ in range(rng.integers(3, 12)):
-                t += int(rng.integers(1, 4000))
-                f.write(f"{u},{rng.integers(1, 40)},{rng.integers(1, 6)},{rng.choice(['pv', 'cart', 'fav', 'buy'])},{t}\n")
-        if bad:
-            f.write("1,2,3\n")
-            f.write("1,2,3,click,1511500000\n")
-            f.write("a,b,c,pv,1511500000\n")
-
-
-def _write_movielens(folder, users=20):
-    rng = np.random.default_rng(1)
-    with open(os.path.join(folder, "ratings.dat"), "w") as f:
-        for u in range(1, users + 1):
-            t = 978300000 + u
-            for _ in range(rng.integers(3, 12)):
-                t += int(rng.integers(1, 4000))
-                f.write(f"{u}::{rng.integers(1, 30)}::{rng.integers(1, 6)}::{t}\n")
-        f.write("1::2::9::978300000\n")  # rating out of range
-    with open(os.path.join(folder, "movies.dat"), "w") as f:
-        for m in range(1, 30):
-            f.write(f"{m}::Movie {m} (2000)::{['Drama', 'Comedy|Romance', 'Action'][m % 3]}\n")
-    with open(os.path.join(folder, "users.dat"), "w") as f:
-        for u in range(1, users + 1):
-            f.write(f"{u}::{'MF'[u % 2]}::{[1, 18, 25][u % 3]}::{u % 20}::00000\n")
-
-
-def _write_movielens_csv(folder, users=20):
-    rng = np.random.default_rng(2)
-    with open(os.path.join(folder, "ratings.csv"), "w") as f:
-        f.write("userId,movieId,rating,timestamp\n")
-        for u in range(1, users + 1):
-            t = 978300000 + u
-            for _ in range(rng.integers(3, 12)):
-                t += int(rng.integers(1, 4000))
-                f.write(f"{u},{rng.integers(1, 30)},{rng.integers(1, 11) / 2},{t}\n")
-    with open(os.path.join(folder, "movies.csv"), "w") as f:
-        f.write("movieId,title,genres\n")
-        for m in range(1, 30):
-            f.write(f"{m},Movie {m},{['Drama', 'Comedy|Romance', 'Action'][m % 3]}\n")
-
-
-def _write_amazon(path, users=20):
-    rng = np.random.default_rng(3)
-    with open(path, "w") as f:
-        for u in range(1, users + 1):
-            t = 1400000000 + u
-            for k in range(rng.integers(3, 12)):
-                t += int(rng.integers(1, 40000))
-                if k % 2:
-                    rec = {"reviewerID": f"U{u}", "asin": f"B{rng.integers(1, 40):04d}", "overall": float(rng.integers(1, 6)),
-                           "unixReviewTime": t}
-                else:  # the 2023 field names, timestamps in ms
-                    rec = {"user_id": f"U{u}", "parent_asin": f"B{rng.integers(1, 40):04d}",
-                           "rating": float(rng.integers(1, 6)), "timestamp": t * 1000}
-                f.write(json.dumps(rec) + "\n")
-        f.write("{broken\n")
-        f.write(json.dumps({"asin": "B0001"}) + "\n")
-
-
 def _check_no_future_leak(store):
     ts = np.asarray(store.events["ts"])
     for name in ("train", "valid", "test"):
@@ -190,20 +127,20 @@ def _check_no_future_leak(store):
 def test_real_format_loaders(tmp_path, kind, capsys):
     if kind == "taobao":
         src = tmp_path / "UserBehavior.csv"
-        _write_taobao(src)
+        write_taobao(src)
         store = BUILDERS["taobao"](str(src), str(tmp_path / "out"))
         assert store.info["bad_rows"] == 3
     elif kind == "movielens":
-        _write_movielens(tmp_path)
+        write_movielens(tmp_path)
         store = BUILDERS["movielens"](str(tmp_path / "ratings.dat"), str(tmp_path / "out"))
         assert store.info["bad_rows"] == 1
         assert [f.name for f in store.schema.feature_fields] == ["hour", "weekday", "gender", "age", "occupation"]
     elif kind == "movielens-csv":
-        _write_movielens_csv(tmp_path)
+        write_movielens_csv(tmp_path)
         store = BUILDERS["movielens"](str(tmp_path / "ratings.csv"), str(tmp_path / "out"))
     else:
         src = tmp_path / "reviews.jsonl"
-        _write_amazon(src)
+        write_amazon(src)
         store = BUILDERS["amazon"](str(src), str(tmp_path / "out"))
         assert store.info["bad_rows"] == 2
     out = capsys.readouterr().out
@@ -221,7 +158,7 @@ def test_real_format_loaders(tmp_path, kind, capsys):
 
 def test_bad_row_report_names_file_and_line(tmp_path, capsys):
     src = tmp_path / "UserBehavior.csv"
-    _write_taobao(src)
+    write_taobao(src)
     BUILDERS["taobao"](str(src), str(tmp_path / "out"))
     out = capsys.readouterr().out
     n_lines = sum(1 for _ in open(src))
@@ -242,7 +179,7 @@ def test_file_without_usable_rows_is_a_clear_error(tmp_path):
 
 def test_registry_specs(tmp_path):
     src = tmp_path / "UserBehavior.csv"
-    _write_taobao(src)
+    write_taobao(src)
     store = open_dataset(f"taobao:{src}", data_dir=str(tmp_path / "cache"))
     again = open_dataset(f"taobao:{src}", data_dir=str(tmp_path / "cache"))
     assert store.path == again.path

@@ -8,6 +8,8 @@ import pytest
 from suan.data import movielens100k as ml
 from suan.data.real import BadRows
 
+from fixture_files import write_recbole
+
 
 def test_atomic_file_loader(tmp_path):
     p = tmp_path / "x.inter"
@@ -27,25 +29,6 @@ def test_atomic_file_loader(tmp_path):
         ml.read_atomic(str(q))
 
 
-def _fixture(folder):
-    rng = np.random.default_rng(0)
-    with open(os.path.join(folder, "fx.inter"), "w") as f:
-        f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
-        for u in range(1, 41):
-            t = 880000000 + u
-            for _ in range(rng.integers(5, 30)):
-                t += int(rng.integers(1, 90000))
-                f.write(f"{u}\t{rng.integers(1, 60)}\t{rng.integers(1, 6)}\t{t}\n")
-    with open(os.path.join(folder, "fx.item"), "w") as f:
-        f.write("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n")
-        for m in range(1, 60):
-            f.write(f"{m}\tMovie {m}\t1995\t{['Drama', 'Comedy Romance', 'Action Thriller'][m % 3]}\n")
-    with open(os.path.join(folder, "fx.user"), "w") as f:
-        f.write("user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n")
-        for u in range(1, 41):
-            f.write(f"{u}\t{15 + u}\t{'MF'[u % 2]}\t{['student', 'writer', 'other'][u % 3]}\t00000\n")
-
-
 def _check_split(store):
     tr, te = store.split("train").columns, store.split("test").columns
     for u in np.unique(np.asarray(te["user"])):
@@ -56,7 +39,7 @@ def _check_split(store):
 
 
 def test_ctr_protocol_on_fixture_files(tmp_path):
-    _fixture(tmp_path)
+    write_recbole(tmp_path, prefix="fx")
     store = ml.build_ctr(str(tmp_path), str(tmp_path / "out"), prefix="fx")
     d = store.describe()
     total = sum(d["samples"].values())

@@ -68,17 +68,17 @@ def test_compare_smoke_on_synthetic(tmp_path):
 
 @pytest.mark.parametrize("kind", ["taobao", "movielens", "amazon"])
 def test_compare_on_real_format_fixtures(tmp_path, kind):
-    import test_data as td
+    import fixture_files as ff
 
     if kind == "taobao":
         src = tmp_path / "UserBehavior.csv"
-        td._write_taobao(src, users=60)
+        ff.write_taobao(src, users=60)
     elif kind == "movielens":
-        td._write_movielens(tmp_path, users=60)
+        ff.write_movielens(tmp_path, users=60)
         src = tmp_path / "ratings.dat"
     else:
         src = tmp_path / "reviews.jsonl"
-        td._write_amazon(src, users=60)
+        ff.write_amazon(src, users=60)
     rep = run_compare(f"{kind}:{src}", str(tmp_path / "c"), models=["dnn", "bst", "hstu", "suan", "lightsuan"],
                       seeds=[0], data_dir=str(tmp_path / "cache"), max_len=8, lr_grid=(3e-3,))
     assert set(rep["models"]) == {"dnn", "bst", "hstu", "suan", "lightsuan"}
