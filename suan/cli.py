@@ -226,13 +226,10 @@ def cmd_export(args) -> int:
     model = load_checkpoint_model(args.checkpoint, args.which)
     example = None
     if args.try_torch_export:
-        import torch
-
         from .batch import random_batch
 
         b = random_batch(model.cfg.schema, 1, min(16, model.cfg.max_len), 4, min_len=4, seed=0)
         example = (b.sample(0), b.targets)
-        del torch
     manifest = export_model(model, args.out, *(example or (None, None)))
     print(json.dumps(manifest, indent=2))
     return 0
