@@ -21,7 +21,6 @@ their register counts are close to, not identical with, what a GPU run compiles.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -90,16 +89,10 @@ class Usage:
 
 
 def _compiled_module():
-    """A fresh copy of ``kernels.triton_kernels`` built for compilation (never the interpreter),
-    whatever ``TRITON_INTERPRET`` says."""
-    from triton import knobs
+    """A copy of the kernels built for compilation (never the interpreter)."""
+    from .triton_ops import fresh_kernel_module
 
-    spec = importlib.util.find_spec("kernels.triton_kernels")
-    mod = importlib.util.module_from_spec(spec)
-    with knobs.runtime.scope():
-        knobs.runtime.interpret = False
-        spec.loader.exec_module(mod)
-    return mod
+    return fresh_kernel_module(False)
 
 
 class _Recorder:

@@ -40,20 +40,27 @@ def set_bias_grad_mode(mode: str) -> None:
     _BIAS_GRAD_MODE = mode
 
 
+def fresh_kernel_module(interpret: bool):
+    """A new copy of ``kernels.triton_kernels`` built with the Triton interpreter on or off,
+    whatever ``TRITON_INTERPRET`` says (the jit decorators read the setting at import)."""
+    from triton import knobs
+
+    spec = importlib.util.find_spec("kernels.triton_kernels")
+    mod = importlib.util.module_from_spec(spec)
+    with knobs.runtime.scope():
+        knobs.runtime.interpret = interpret
+        spec.loader.exec_module(mod)
+    return mod
+
+
 def kernel_module(interpret: bool):
     """The kernels module, compiled (CUDA) or built under the Triton interpreter (CPU)."""
     with _MODULE_LOCK:
         if interpret not in _MODULES:
-            from triton import knobs
-
             if not interpret:
                 from . import triton_kernels as mod
             else:
-                spec = importlib.util.find_spec("kernels.triton_kernels")
-                mod = importlib.util.module_from_spec(spec)
-                with knobs.runtime.scope():
-                    knobs.runtime.interpret = True
-                    spec.loader.exec_module(mod)
+                mod = fresh_kernel_module(True)
             _MODULES[interpret] = mod
         return _MODULES[interpret]
 
