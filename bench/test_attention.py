@@ -69,6 +69,17 @@ def _timed(benchmark, fn):
     return benchmark(call)
 
 
+def _record_dense(record, group, seq_len, impl, case, ms, backward, **extra):
+    """Derived figures of a dense benchmark (FLOPs, TFLOP/s, GB/s, peak memory, Flex's block-mask
+    time); the fused kernel's row also gets its speedups over the baselines of the same run."""
+    fl = flops(case, backward=backward)
+    extra.update(device=DEVICE, dtype=str(case.q.dtype), cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms),
+                 gbps=gbps(bytes_moved(case, backward=backward), ms), **{PEAK_KEY: peak_memory()}, **fl)
+    if impl == "flex":
+        extra["block_mask_ms"] = _flex().last_mask_ms
+    record(group, seq_len, impl, baselines=["reference", "sdpa", "flex"] if impl == "triton" else (), **extra)
+
+
 @pytest.mark.parametrize("impl", DENSE_IMPLS)
 @pytest.mark.parametrize("seq_len", LENGTHS)
 def test_forward(benchmark, record, seq_len, impl):
@@ -82,13 +93,8 @@ def test_forward(benchmark, record, seq_len, impl):
         peak_memory_reset()
         _timed(benchmark, fn)
         ms = cuda_ms(fn)
-    fl = flops(case)
-    extra = dict(device=DEVICE, dtype=str(case.q.dtype), batch=case.B, heads=case.q.shape[1],
-                 head_dim=case.q.shape[2], cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms),
-                 gbps=gbps(bytes_moved(case), ms), **{PEAK_KEY: peak_memory()}, **fl)
-    if impl == "flex":
-        extra["block_mask_ms"] = _flex().last_mask_ms
-    record("fwd", seq_len, impl, baselines=["reference", "sdpa", "flex"] if impl == "triton" else (), **extra)
+    _record_dense(record, "fwd", seq_len, impl, case, ms, backward=False, batch=case.B, heads=case.q.shape[1],
+                  head_dim=case.q.shape[2])
 
 
 @pytest.mark.parametrize("impl", BWD_IMPLS)
@@ -109,12 +115,7 @@ def test_forward_backward(benchmark, record, seq_len, impl):
     peak_memory_reset()
     _timed(benchmark, fn)
     ms = cuda_ms(fn, rep=10)
-    fl = flops(case, backward=True)
-    extra = dict(device=DEVICE, dtype=str(case.q.dtype), cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms),
-                 gbps=gbps(bytes_moved(case, backward=True), ms), **{PEAK_KEY: peak_memory()}, **fl)
-    if impl == "flex":
-        extra["block_mask_ms"] = _flex().last_mask_ms
-    record("fwd_bwd", seq_len, impl, baselines=["reference", "sdpa", "flex"] if impl == "triton" else (), **extra)
+    _record_dense(record, "fwd_bwd", seq_len, impl, case, ms, backward=True)
 
 
 def _sparse_case(impl, L, grad=False):
