@@ -7,6 +7,7 @@ and the block-sparse path at windows 32 and 128 against dense.
 Parametrized by ``seq_len`` and ``impl``; the fused ``triton`` rows run on CUDA only (on CPU the
 kernels would run under the interpreter), the flex rows forward-only on CPU (eager math path).
 """
+import dataclasses
 import time
 
 import pytest
@@ -146,7 +147,7 @@ def test_sparse_forward(benchmark, record, seq_len, impl):
     fwd_ms = ms if ms else benchmark.stats.stats.median * 1e3
     record("sparse_fwd", seq_len, impl, baselines=[f"{SPARSE_BACKEND}-dense"] if "dense" not in impl else (),
            device=DEVICE, window=case.window, cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms),
-           density=fl["allowed_flops"] / flops(_case(seq_len))["allowed_flops"] if case.window else 1.0,
+           density=fl["allowed_flops"] / flops(dataclasses.replace(case, window=None))["allowed_flops"],
            layout_build_ms=layout_ms, layout_share_of_fwd=layout_ms / fwd_ms, **fl)
 
 
