@@ -33,7 +33,7 @@ from torch import nn
 
 from .batch import Batch
 from .config import ModelConfig, config_for_grade
-from .data.loader import iterate_split, make_loader
+from .data.loader import iterate_split, make_loader, num_batches
 from .data.store import Store
 from .metrics import ctr_metrics
 from .optim import LazyAdam
@@ -232,7 +232,7 @@ class Trainer:
         n_train = len(self.store.split("train"))
         if cfg.train_samples is not None:
             n_train = min(n_train, cfg.train_samples)
-        self.batches_per_epoch = n_train // cfg.batch_size if self.world_size > 1 else -(-n_train // cfg.batch_size)
+        self.batches_per_epoch = num_batches(n_train, cfg.batch_size, self.world_size)
         total = cfg.epochs * self.batches_per_epoch
         if cfg.max_steps:
             total = min(total, cfg.max_steps)

@@ -65,6 +65,14 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True, l
     return base[np.random.default_rng([seed, epoch]).permutation(base.size)]
 
 
+def num_batches(num_samples: int, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:
+    """Batches of an epoch: a ragged last batch counts unless dropped, or unless several ranks
+    must take equal slices of every batch."""
+    if drop_last or world_size > 1:
+        return num_samples // batch_size
+    return -(-num_samples // batch_size)
+
+
 class BatchDataset(Dataset):
     """Item i = batch i of an epoch (this rank's slice of it)."""
 
@@ -77,12 +85,9 @@ class BatchDataset(Dataset):
         self.batch_size, self.max_len = batch_size, max_len
         self.rank, self.world_size = rank, world_size
         order = epoch_order(len(self.split), seed, epoch, shuffle, limit)
-        n = len(order)
-        n_batches = n // batch_size if drop_last else -(-n // batch_size)
-        self.batches: List[np.ndarray] = [order[b * batch_size:(b + 1) * batch_size] for b in range(n_batches)]
-        self.batches = self.batches[start_batch:]
-        if world_size > 1:  # equal slices: drop a ragged last batch
-            self.batches = [b for b in self.batches if len(b) == batch_size]
+        n_batches = num_batches(len(order), batch_size, world_size, drop_last)
+        self.batches: List[np.ndarray] = [order[b * batch_size:(b + 1) * batch_size]
+                                          for b in range(start_batch, n_batches)]
 
     def __len__(self) -> int:
         return len(self.batches)
