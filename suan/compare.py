@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .latency import median_test_request, random_candidates, time_call
-from .train import TrainConfig, open_data, train
+from .train import TrainConfig, open_data, short_run, train
 
 ALL_MODELS = ("dnn", "din", "bst", "hstu", "suan", "lightsuan", "lightsuan-distilled")
 
@@ -46,15 +46,17 @@ PRESETS = {
 DISTILL = {"distill_lambda": 4.0, "temperature": 2.0, "distill_warmup_steps": 300}
 
 
+def distill_config(teacher: str, **settings) -> TrainConfig:
+    """A LightSUAN student trained with online distillation from a SUAN ``teacher`` grade (DISTILL)."""
+    return TrainConfig(model="lightsuan", teacher=teacher, teacher_overrides={"dropout": 0.0}, **DISTILL, **settings)
+
+
 def _train_one(name: str, store, p: ComparePreset, lr: float, seed: int, out: str, progress: bool,
                train_samples: Optional[int] = None) -> dict:
-    common = dict(grade=p.grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
-                  embedding_lr=lr, seed=seed, out_dir=out, resume=False, progress=progress, warmup_steps=50,
-                  min_lr_ratio=0.5, eval_batch_size=2048, model_overrides={"dropout": 0.0},
-                  train_samples=train_samples)
+    common = short_run(grade=p.grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
+                       embedding_lr=lr, seed=seed, out_dir=out, progress=progress, train_samples=train_samples)
     if name == "lightsuan-distilled":
-        cfg = TrainConfig(model="lightsuan", teacher=p.teacher_grade, teacher_overrides={"dropout": 0.0},
-                          **DISTILL, **common)
+        cfg = distill_config(p.teacher_grade, **common)
         key = "student"
     else:
         cfg = TrainConfig(model=name, **common)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .latency import median_test_request, random_candidates, time_call
-from .train import TrainConfig, open_data, train
+from .train import TrainConfig, open_data, short_run, train
 
 STUDENT_GRADE = "g0"
 TEACHER_GRADE = "g2"
@@ -27,9 +27,8 @@ DISTILL_LAMBDA, DISTILL_T, DISTILL_WARMUP = 4.0, 2.0, 500
 
 
 def _common(epochs: int, seed: int, progress: bool) -> dict:
-    return dict(max_len=STUDENT_LEN, batch_size=128, lr=1e-3, embedding_lr=1e-3, epochs=epochs, warmup_steps=50,
-                min_lr_ratio=0.5, seed=seed, progress=progress, resume=False, eval_batch_size=2048,
-                model_overrides={"dropout": 0.0})
+    return short_run(max_len=STUDENT_LEN, batch_size=128, lr=1e-3, embedding_lr=1e-3, epochs=epochs, seed=seed,
+                     progress=progress)
 
 
 def _latency(model, store, max_len: int, repeat: int = 7) -> Dict[str, float]:

@@ -167,18 +167,16 @@ def _run_path(out_dir, kind, grade, size, teacher=None):
 
 def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher: Optional[str] = None,
            progress: bool = False) -> dict:
-    from .train import TrainConfig, train
+    from .train import TrainConfig, short_run, train
 
-    common = dict(grade=grade, epochs=1, batch_size=p.batch_size, max_len=p.max_len, lr=p.lr, embedding_lr=p.lr,
-                  warmup_steps=50, min_lr_ratio=0.5, train_samples=size, resume=False, progress=progress,
-                  eval_batch_size=2048, model_overrides={"dropout": 0.0})
+    common = short_run(grade=grade, epochs=1, batch_size=p.batch_size, max_len=p.max_len, lr=p.lr, embedding_lr=p.lr,
+                       train_samples=size, progress=progress)
     tmp = os.path.join(out_dir, "tmp", f"{grade}-{size}-{teacher}")
     t0 = time.perf_counter()
     if teacher:
-        from .compare import DISTILL
+        from .compare import distill_config
 
-        cfg = TrainConfig(model="lightsuan", teacher=teacher, teacher_overrides={"dropout": 0.0}, out_dir=tmp,
-                          **DISTILL, **common)
+        cfg = distill_config(teacher, out_dir=tmp, **common)
     else:
         cfg = TrainConfig(model="suan", out_dir=tmp, **common)
     res = train(cfg, store)

@@ -91,6 +91,14 @@ class TrainConfig:
         return TrainConfig(**d)
 
 
+def short_run(**settings) -> dict:
+    """TrainConfig settings of the short runs of the demo, the comparison and the scaling sweep:
+    a brief warmup, cosine decay to half the rate, no dropout (one or two epochs do not overfit),
+    large evaluation batches, a fresh start; ``settings`` add to or override them."""
+    return {"warmup_steps": 50, "min_lr_ratio": 0.5, "eval_batch_size": 2048, "resume": False,
+            "model_overrides": {"dropout": 0.0}, **settings}
+
+
 # ----------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------
