@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..config import FieldSpec, Schema
-from .real import BadRows, Interactions, _Ids, build_store
+from .real import BadRows, Interactions, _Ids, _require_rows, build_store
 from .registry import cache_root
 from .store import Store
 
@@ -192,9 +192,7 @@ def build_ctr(folder: str, out_dir: str, seed: int = 0, prefix: str = "ml-100k")
             continue
         inter.append(users(u), int(t), {"item": movies(m), "genre": genres(genre_of.get(m, "(unknown)")),
                                         "action": int(round(r))}, label=float(r >= 4))
-    print(bad.report(len(inter_cols["user_id"])), flush=True)
-    if len(inter) == 0:
-        raise ValueError(f"{inter_path}: no usable rows")
+    _require_rows(inter, bad, len(inter_cols["user_id"]))
     uf = {k: np.zeros(users.vocab, dtype=np.int64) for k in ("age", "gender", "occupation")}
     for raw, uid in users.map.items():
         a, g, o = profile[raw]
