@@ -21,7 +21,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -191,6 +191,19 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     return out
 
 
+def _run_once(path: str, run) -> Tuple[dict, bool]:
+    """The result stored at ``path`` (and True), or ``run()``'s, written there atomically (and False):
+    a rerun of the sweep skips finished runs."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f), True
+    r = run()
+    with open(path + ".tmp", "w") as f:
+        json.dump(r, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return r, False
+
+
 def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data: Optional[str] = None,
                 data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200) -> dict:
     from .train import open_data
@@ -211,16 +224,11 @@ def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data
     runs = []
     for size in sizes:
         for grade in p.grades:
-            path = _run_path(out_dir, "suan", grade, size)
-            if os.path.exists(path):
-                with open(path) as f:
-                    r = json.load(f)
+            r, before = _run_once(_run_path(out_dir, "suan", grade, size),
+                                  lambda: _train(store, p, grade, size, out_dir, progress=progress))
+            if before:
                 print(f"  {grade} D={size}: done before (logloss {r['test']['logloss']:.4f})", flush=True)
             else:
-                r = _train(store, p, grade, size, out_dir, progress=progress)
-                with open(path + ".tmp", "w") as f:
-                    json.dump(r, f, indent=2)
-                os.replace(path + ".tmp", path)
                 print(f"  {grade} D={size}: logloss {r['test']['logloss']:.4f} auc {r['test']['auc']:.4f} "
                       f"({r['seconds']:.0f} s)", flush=True)
             runs.append(r)
@@ -228,15 +236,9 @@ def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data
     if distill:
         size = min(p.distill_size or max(sizes), n_train)
         for teacher in p.distill_teachers:
-            path = _run_path(out_dir, "distill", p.student_grade, size, teacher)
-            if os.path.exists(path):
-                with open(path) as f:
-                    r = json.load(f)
-            else:
-                r = _train(store, p, p.student_grade, size, out_dir, teacher=teacher, progress=progress)
-                with open(path + ".tmp", "w") as f:
-                    json.dump(r, f, indent=2)
-                os.replace(path + ".tmp", path)
+            r, _ = _run_once(_run_path(out_dir, "distill", p.student_grade, size, teacher),
+                             lambda: _train(store, p, p.student_grade, size, out_dir, teacher=teacher,
+                                            progress=progress))
             print(f"  LightSUAN {p.student_grade} distilled from SUAN {teacher} (D={size}): auc "
                   f"{r['test']['auc']:.4f}", flush=True)
             curve.append(r)
