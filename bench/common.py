@@ -18,8 +18,9 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-import kernels
-from kernels.block_layout import build_layout
+from suan_kernels.ops.unified_attention import (DENSE, AttentionCall, AttentionPattern, padded_mask_and_bias, pair_allowed,
+                                            pair_bias, run)
+from suan_kernels.ops.unified_attention.layout import build_layout
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -48,19 +49,15 @@ class Case:
     w_time: torch.Tensor
     L: int
     B: int
-    window: Optional[int] = None
-    dilation: Optional[int] = None
+    pattern: AttentionPattern = DENSE
 
-    @property
-    def pattern(self) -> dict:
-        return {"window": self.window, "dilation": self.dilation}
-
-    def op_args(self):
-        return (self.q, self.k, self.v, self.offsets, self.timestamps, self.num_targets, self.w_pos, self.w_time)
+    def call(self) -> AttentionCall:
+        return AttentionCall(self.q, self.k, self.v, self.offsets, self.timestamps, self.num_targets, self.w_pos,
+                             self.w_time, NUM_BUCKETS, self.pattern)
 
 
 def make_case(L: int, B: int = BATCH, H: int = HEADS, dh: int = HEAD_DIM, dtype=DTYPE, device=DEVICE,
-              window=None, dilation=None, requires_grad=False, seed=0) -> Case:
+              pattern: AttentionPattern = DENSE, requires_grad=False, seed=0) -> Case:
     g = torch.Generator().manual_seed(seed)
     T = B * L
     def rnd(*s):
@@ -73,44 +70,20 @@ def make_case(L: int, B: int = BATCH, H: int = HEADS, dh: int = HEAD_DIM, dtype=
         num_targets=torch.full((B,), NUM_TARGETS, dtype=torch.int64, device=device),
         w_pos=(torch.randn(2 * L + 1, generator=g) * 0.1).to(device).requires_grad_(requires_grad),
         w_time=(torch.randn(NUM_BUCKETS + 1, generator=g) * 0.1).to(device).requires_grad_(requires_grad),
-        L=L, B=B, window=window, dilation=dilation)
+        L=L, B=B, pattern=pattern)
 
 
 # ---- implementations ---------------------------------------------------------------------------
 def run_op(case: Case, backend: str):
-    return kernels.unified_attention(*case.op_args(), num_buckets=NUM_BUCKETS, backend=backend, **case.pattern)
-
-
-def _allowed_and_bias(case: Case):
-    """Dense [B, L, L] mask and bias of every sequence (equal lengths in the benchmarks)."""
-    L, B = case.L, case.B
-    n = L - NUM_TARGETS
-    i = torch.arange(L, device=case.q.device)[:, None]
-    j = torch.arange(L, device=case.q.device)[None, :]
-    beh_i, beh_j = i < n, j < n
-    causal = (j <= i) & beh_i & beh_j
-    if case.window is not None or case.dilation is not None:
-        pat = torch.zeros_like(causal)
-        if case.window is not None:
-            pat |= (i - j) < case.window
-        if case.dilation is not None:
-            pat |= torch.remainder(i - j, case.dilation) == 0
-        causal &= pat
-    allowed = causal | ((~beh_i) & (beh_j | (i == j)))
-    pos_i = torch.where(beh_i, i, torch.full_like(i, n))
-    pos_j = torch.where(beh_j, j, torch.full_like(j, n))
-    P = (case.w_pos.numel() + 1) // 2
-    bias = case.w_pos[kernels.position_index(pos_i - pos_j, P)][None]  # [1, L, L]
-    ts = case.timestamps.view(B, L)
-    bias = bias + case.w_time[kernels.time_bucket((ts[:, :, None] - ts[:, None, :]).abs(), NUM_BUCKETS)]
-    return allowed, bias
+    return run(case.call(), backend)
 
 
 def run_sdpa(case: Case):
     """SDPA with an explicit additive bias + mask tensor (sequences of equal length: no padding)."""
     B, L, H, dh = case.B, case.L, case.q.shape[1], case.q.shape[2]
-    allowed, bias = _allowed_and_bias(case)
-    mask = bias.masked_fill(~allowed[None], float("-inf")).unsqueeze(1).to(case.q.dtype)  # [B, 1, L, L]
+    allowed, bias, _, _ = padded_mask_and_bias(case.offsets, case.num_targets, case.timestamps, case.w_pos,
+                                               case.w_time, NUM_BUCKETS, case.pattern, length=L)
+    mask = bias.masked_fill(~allowed, float("-inf")).unsqueeze(1).to(case.q.dtype)  # [B, 1, L, L]
     def view(x):
         return x.view(B, L, H, -1).transpose(1, 2)
     out = torch.nn.functional.scaled_dot_product_attention(view(case.q), view(case.k), view(case.v), attn_mask=mask)
@@ -134,32 +107,14 @@ class FlexRunner:
         seq = torch.repeat_interleave(torch.arange(case.B, device=dev), case.offsets.diff())
         local = torch.arange(T, device=dev) - case.offsets[seq]
         n = (case.offsets.diff() - case.num_targets)[seq]
-        is_t = local >= n
-        pos = torch.where(is_t, n, local)
         ts = case.timestamps
-        w_pos, w_time = case.w_pos, case.w_time
-        P = (w_pos.numel() + 1) // 2
-        W, R = case.window, case.dilation
+        w_pos, w_time, pattern = case.w_pos, case.w_time, case.pattern
 
         def mask_mod(b, h, qi, ki):
-            same = seq[qi] == seq[ki]
-            rel = local[qi] - local[ki]
-            beh = (~is_t[qi]) & (~is_t[ki]) & (rel >= 0)
-            if W is not None or R is not None:
-                pat = rel < 0  # all False
-                if W is not None:
-                    pat = pat | (rel < W)
-                if R is not None:
-                    pat = pat | ((rel % R) == 0)
-                beh = beh & pat
-            tgt = is_t[qi] & ((~is_t[ki]) | (qi == ki))
-            return same & (beh | tgt)
+            return (seq[qi] == seq[ki]) & pair_allowed(pattern, local[qi], local[ki], n[qi])
 
         def score_mod(score, b, h, qi, ki):
-            rel = (pos[qi] - pos[ki]).clamp(-(P - 1), P - 1) + (P - 1)
-            dt = (ts[qi] - ts[ki]).abs().clamp(min=1).to(torch.float32)
-            bucket = torch.floor(torch.log2(dt)).to(torch.int64).clamp(max=NUM_BUCKETS)
-            return score + w_pos[rel] + w_time[bucket]
+            return score + pair_bias(local[qi], local[ki], n[qi], ts[qi], ts[ki], w_pos, w_time, NUM_BUCKETS)
 
         sync()
         t0 = time.perf_counter()
@@ -177,27 +132,23 @@ def flops(case: Case, backward: bool = False) -> Dict[str, float]:
     64x64 tiles of the block layout (``visited_flops``); forward = 2*(dh+dv) per pair; the
     backward adds 2.5x the forward (five matmuls instead of two)."""
     H, dh, dv = case.q.shape[1], case.q.shape[2], case.v.shape[2]
-    lay = build_layout(case.offsets, case.num_targets, 64, case.window, case.dilation, 0)
+    lay = build_layout(case.offsets, case.num_targets, 64, case.pattern)
     f = lay.flops(H, dh, dv)
     n = case.L - NUM_TARGETS
-    pairs = case.B * sum(_allowed_pairs_row(i, n, case.window, case.dilation) for i in range(n)) \
-        if (case.window or case.dilation) else case.B * (n * (n + 1) // 2)
-    pairs += case.B * NUM_TARGETS * (n + 1)
+    pairs = case.B * (allowed_behavior_pairs(case.pattern, n) + NUM_TARGETS * (n + 1))
     mult = 3.5 if backward else 1.0
     per_pair = 2 * (dh + dv) * H
     return {"allowed_flops": pairs * per_pair * mult, "visited_flops": f["visited_flops"] * mult,
             "dense_flops": f["dense_causal_flops"] * mult, "visited_tiles": f["visited_tiles"]}
 
 
-def _allowed_pairs_row(i, n, window, dilation):
-    if window is None and dilation is None:
-        return i + 1
-    w = min(i + 1, window) if window is not None else 0
-    if dilation is None:
-        return w
-    d = i // dilation + 1  # distances 0, r, 2r, ... <= i
-    d_in_w = (min(i, (window or 0) - 1) // dilation + 1) if window else 0
-    return w + d - d_in_w
+def allowed_behavior_pairs(pattern: AttentionPattern, n: int, chunk: int = 1024) -> int:
+    """Allowed behavior pairs of one sequence of n behaviors (rows in chunks: memory chunk x n)."""
+    if not pattern.sparse:
+        return n * (n + 1) // 2
+    j = torch.arange(n)[None, :]
+    return sum(int(pattern.allows(torch.arange(r0, min(n, r0 + chunk))[:, None], j).sum())
+               for r0 in range(0, n, chunk))
 
 
 def bytes_moved(case: Case, backward: bool = False) -> float:

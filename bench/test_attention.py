@@ -13,6 +13,9 @@ import time
 import pytest
 import torch
 
+from suan_kernels import DENSE, AttentionPattern
+from suan_kernels.ops.unified_attention.layout import build_layout
+
 from common import (CUDA, DEVICE, LENGTHS, FlexRunner, bytes_moved, cuda_ms, dense_bytes, feasible, flops,
                     gbps, make_case, peak_memory, peak_memory_reset, run_op, run_sdpa, sync, tflops)
 
@@ -27,11 +30,11 @@ _FLEX = {}
 _CASES = {}
 
 
-def _case(L, grad=False, window=None):
-    key = (L, grad, window)
+def _case(L, grad=False, pattern=DENSE):
+    key = (L, grad, pattern)
     if key not in _CASES:
         _CASES.clear()  # one case alive at a time (GPU memory)
-        _CASES[key] = make_case(L, requires_grad=grad, window=window)
+        _CASES[key] = make_case(L, requires_grad=grad, pattern=pattern)
     return _CASES[key]
 
 
@@ -121,7 +124,7 @@ def test_forward_backward(benchmark, record, seq_len, impl):
 
 def _sparse_case(impl, L, grad=False):
     window = SPARSE_WINDOWS[impl.split("-")[1]]
-    return _case(L, grad=grad, window=window)
+    return _case(L, grad=grad, pattern=AttentionPattern(window=window))
 
 
 @pytest.mark.parametrize("impl", SPARSE_IMPLS)
@@ -137,17 +140,15 @@ def test_sparse_forward(benchmark, record, seq_len, impl):
         ms = cuda_ms(fn)
     fl = flops(case)
     # the block layout's cost, built from scratch (the op caches it per batch shape)
-    from kernels.block_layout import build_layout
-
     sync()
     t0 = time.perf_counter()
-    build_layout(case.offsets, case.num_targets, 64, case.window, None, 0)
+    build_layout(case.offsets, case.num_targets, 64, case.pattern)
     sync()
     layout_ms = (time.perf_counter() - t0) * 1e3
     fwd_ms = ms if ms else benchmark.stats.stats.median * 1e3
     record("sparse_fwd", seq_len, impl, baselines=[f"{SPARSE_BACKEND}-dense"] if "dense" not in impl else (),
-           device=DEVICE, window=case.window, cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms),
-           density=fl["allowed_flops"] / flops(dataclasses.replace(case, window=None))["allowed_flops"],
+           device=DEVICE, window=case.pattern.window, cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms),
+           density=fl["allowed_flops"] / flops(dataclasses.replace(case, pattern=DENSE))["allowed_flops"],
            layout_build_ms=layout_ms, layout_share_of_fwd=layout_ms / fwd_ms, **fl)
 
 
@@ -168,4 +169,4 @@ def test_sparse_forward_backward(benchmark, record, seq_len, impl):
     ms = cuda_ms(fn, rep=10)
     fl = flops(case, backward=True)
     record("sparse_fwd_bwd", seq_len, impl, baselines=[f"{SPARSE_BACKEND}-dense"] if "dense" not in impl else (),
-           device=DEVICE, window=case.window, cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms), **fl)
+           device=DEVICE, window=case.pattern.window, cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms), **fl)

@@ -28,7 +28,7 @@ def _models(L):
         _MODELS.clear()
         torch.manual_seed(0)
         suan = SUAN(config_for_grade(GRADE, max_len=L)).to(DEVICE).eval()
-        light = LightSUAN(config_for_grade(GRADE, max_len=L, **light_pattern(L))).to(DEVICE).eval()
+        light = LightSUAN(config_for_grade(GRADE, max_len=L).with_pattern(light_pattern(L))).to(DEVICE).eval()
         history = random_batch(suan.cfg.schema, 1, L, 1, min_len=L, seed=L, device=DEVICE).sample(0)
         _MODELS[L] = (suan, light, history)
     return _MODELS[L]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._nvtx import nvtx_range
-from .ops import unified_attention
+from .ops.unified_attention import AttentionPattern, new_call, run
 
 
 class RelativeAttentionBias(nn.Module):
@@ -46,7 +46,8 @@ class UnifiedSelfAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, rab: Optional[RelativeAttentionBias] = None, *,
                  num_positions: int = 256, num_buckets: int = 128, window: Optional[int] = None,
-                 dilation: Optional[int] = None, num_global: int = 0, backend: Optional[str] = None):
+                 dilation: Optional[int] = None, num_global: int = 0, pattern: Optional[AttentionPattern] = None,
+                 backend: Optional[str] = None):
         super().__init__()
         if d_model % num_heads != 0:
             raise ValueError(f"num_heads: {num_heads} must divide d_model = {d_model}")
@@ -57,12 +58,13 @@ class UnifiedSelfAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=False)
         self.o_proj = nn.Linear(d_model, d_model, bias=False)
         self.rab = rab if rab is not None else RelativeAttentionBias(num_positions, num_buckets)
-        self.window, self.dilation, self.num_global = window, dilation, num_global
+        if pattern is not None and (window is not None or dilation is not None or num_global):
+            raise ValueError("pattern: give either pattern or window/dilation/num_global, not both")
+        self.pattern = pattern if pattern is not None else AttentionPattern(window, dilation, num_global)
         self.backend = backend or self.default_backend
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, heads={self.num_heads}, window={self.window}, "
-                f"dilation={self.dilation}, num_global={self.num_global}, backend={self.backend!r}")
+        return f"d_model={self.d_model}, heads={self.num_heads}, pattern={self.pattern.name}, backend={self.backend!r}"
 
     def project(self, x: torch.Tensor):
         """q, k, v as ``[T, H, dh]``."""
@@ -71,12 +73,8 @@ class UnifiedSelfAttention(nn.Module):
 
     def attend(self, q, k, v, offsets, timestamps=None, num_targets=None) -> torch.Tensor:
         rab = self.rab
-        return unified_attention(
-            q, k, v, offsets, timestamps, num_targets,
-            rab.w_pos, rab.w_time,
-            num_buckets=rab.num_buckets, window=self.window, dilation=self.dilation,
-            num_global=self.num_global, backend=self.backend,
-        )
+        call = new_call(q, k, v, offsets, timestamps, num_targets, rab.w_pos, rab.w_time, num_buckets=rab.num_buckets)
+        return run(call.replace(pattern=self.pattern), self.backend)
 
     def forward(self, x: torch.Tensor, offsets: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
                 num_targets: Optional[torch.Tensor] = None) -> torch.Tensor:

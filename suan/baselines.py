@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import RelativeAttentionBias, position_index, reuse_bias, time_bucket
+from suan_kernels import DENSE, RelativeAttentionBias
+from suan_kernels.ops.unified_attention import padded_mask_and_bias
 
 from .batch import Batch, TokenLayout
 from .config import ModelConfig
@@ -171,30 +172,16 @@ class HSTU(_Base):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         layout, x, feats, dense = self._common(batch)
-        lengths = layout.offsets.diff()
-        B = lengths.numel()
-        L = max(int(lengths.max()) if B else 1, 1)
-        j = torch.arange(L, device=x.device)
-        valid = j[None, :] < lengths[:, None]
-        rows = torch.where(valid, layout.offsets[:-1, None] + j[None, :], torch.zeros_like(valid, dtype=torch.long))
+        rab = self.rab
+        allowed, bias, rows, valid = padded_mask_and_bias(layout.offsets, layout.num_targets, layout.timestamps,
+                                                          rab.w_pos, rab.w_time, rab.num_buckets, DENSE)
+        B, L = rows.shape
         xs = x.index_select(0, rows.reshape(-1)).view(B, L, -1) * valid[..., None]
-        n = layout.num_behaviors
-        is_t = j[None, :] >= n[:, None]
-        causal = j[None, :, None] >= j[None, None, :]
-        beh_key = ~is_t[:, None, :]
-        mask = valid[:, :, None] & valid[:, None, :] & (
-            (~is_t[:, :, None] & causal & beh_key) | (is_t[:, :, None] & (beh_key | (j[:, None] == j[None, :])[None])))
-        pos = torch.where(is_t, n[:, None], j[None, :])
-        ts = layout.timestamps.index_select(0, rows.reshape(-1)).view(B, L)
-        P = self.rab.num_positions
-        bias = self.rab.w_pos[position_index(pos[:, :, None] - pos[:, None, :], P)]
-        bias = bias + self.rab.w_time[time_bucket((ts[:, :, None] - ts[:, None, :]).abs(), self.rab.num_buckets)]
-        mask = mask.to(x.dtype)
+        is_t = torch.arange(L, device=x.device)[None, :] >= layout.num_behaviors[:, None]
+        mask = allowed.to(x.dtype)
         for layer in self.layers:
             xs = layer(xs, mask, bias)
-        out = xs.reshape(B * L, -1)
-        flat_t = (rows * 0 + torch.arange(B * L, device=x.device).view(B, L))[valid & is_t]
-        tgt = out.index_select(0, flat_t)
+        tgt = xs.reshape(B * L, -1)[(valid & is_t).reshape(-1)]  # candidates in batch order
         tseq = layout.target_seq
         z = torch.cat([tgt, feats.flatten(1).index_select(0, tseq), dense.index_select(0, tseq)], -1)
         return self.head(z).float()

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from suan_kernels import AttentionPattern
+
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -124,6 +126,7 @@ class ModelConfig:
             raise ValueError(f"head_activation: 'relu' or 'dice', got {self.head_activation!r}")
         if self.max_len < 1:
             raise ValueError("max_len: must be >= 1")
+        self.pattern  # noqa: B018  (validates window / dilation / num_global)
         self.head_hidden = tuple(self.head_hidden)
 
     @property
@@ -131,8 +134,16 @@ class ModelConfig:
         return self.embed_dim * self.schema.num_behavior_fields
 
     @property
+    def pattern(self) -> AttentionPattern:
+        """The self-attention pattern of behavior rows."""
+        return AttentionPattern(self.window, self.dilation, self.num_global)
+
+    @property
     def sparse(self) -> bool:
-        return self.window is not None or self.dilation is not None
+        return self.pattern.sparse
+
+    def with_pattern(self, pattern: AttentionPattern) -> "ModelConfig":
+        return self.replace(window=pattern.window, dilation=pattern.dilation, num_global=pattern.num_global)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -188,13 +199,13 @@ def get_grade(name: str) -> Grade:
         raise ValueError(f"grade: unknown grade {name!r}; known: {[g.name for g in GRADES]}") from None
 
 
-def light_pattern(max_len: int) -> Dict[str, Optional[int]]:
+def light_pattern(max_len: int) -> AttentionPattern:
     """LightSUAN's default sparse pattern for a behavior length L (ours, configurable).
 
     A local window of the most recent min(64, L/4) behaviors, every (L/32)-th earlier behavior
     (about 32 strided keys per row) and 2 global tokens: ~L*100 pairs against L^2/2 dense.
     """
-    return {"window": max(4, min(64, max_len // 4)), "dilation": max(2, max_len // 32), "num_global": 2}
+    return AttentionPattern(window=max(4, min(64, max_len // 4)), dilation=max(2, max_len // 32), num_global=2)
 
 
 def config_for_grade(grade: str | Grade, schema: Optional[Schema] = None, light: bool = False,
@@ -209,7 +220,8 @@ def config_for_grade(grade: str | Grade, schema: Optional[Schema] = None, light:
         head_hidden=g.head_hidden,
         grade=g.name,
     )
-    if light:
-        kw.update(light_pattern(g.max_len))
     kw.update(overrides)
-    return ModelConfig(**kw)
+    cfg = ModelConfig(**kw)
+    if light and not cfg.sparse:
+        cfg = cfg.with_pattern(light_pattern(cfg.max_len))
+    return cfg

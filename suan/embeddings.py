@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels import time_bucket
+from suan_kernels import time_bucket
 
 from .batch import Batch, TokenLayout
 from .config import ModelConfig

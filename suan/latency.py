@@ -5,6 +5,8 @@ scoring against a behavior cache (the history encoded once beforehand; ``cached=
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from typing import Iterable, List, Optional
 
@@ -61,17 +63,15 @@ def latency_table(grade: str = "g2", lengths: Iterable[int] = (256, 1024), candi
     """Forward latency of one request (one user, L behaviors, K candidates) per model."""
     rows = []
     for L in lengths:
-        pattern = light_pattern(L)
-        for key, val in (("window", window), ("dilation", dilation), ("num_global", num_global)):
-            if val is not None:
-                pattern[key] = val
+        given = {"window": window, "dilation": dilation, "num_global": num_global}
+        pattern = dataclasses.replace(light_pattern(L), **{k: v for k, v in given.items() if v is not None})
         suan = SUAN(config_for_grade(grade, max_len=L)).to(device).eval()
-        light = LightSUAN(config_for_grade(grade, max_len=L, **pattern)).to(device).eval()
+        light = LightSUAN(config_for_grade(grade, max_len=L).with_pattern(pattern)).to(device).eval()
         history = random_batch(suan.cfg.schema, 1, L, 1, min_len=L, seed=L, device=device).sample(0)
         cache = BehaviorCache(light, max_bytes=1 << 30)
         for K in candidates:
             cands = random_candidates(suan.cfg.schema, K, device, seed=K)
-            row = {"L": L, "K": K, **pattern}
+            row = {"L": L, "K": K, **dataclasses.asdict(pattern)}
             with torch.no_grad():
                 row["suan_ms"] = time_call(lambda: suan.score(history, cands), repeat=repeat)
                 row["lightsuan_ms"] = time_call(lambda: light.score(history, cands), repeat=repeat)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from kernels import RelativeAttentionBias, nvtx_range, reuse_bias, target_bias
+from suan_kernels import RelativeAttentionBias, nvtx_range, reuse_bias, target_bias
 
 from .batch import Batch, TokenLayout, collate
 from .config import ModelConfig

@@ -117,7 +117,9 @@ def build_model(kind: str, grade: str, schema, max_len: Optional[int], overrides
         if not cfg.sparse:
             from .config import light_pattern
 
-            cfg = cfg.replace(**{k: v for k, v in light_pattern(cfg.max_len).items() if k not in kw})
+            fields = ("window", "dilation", "num_global")
+            cfg = cfg.with_pattern(dataclasses.replace(light_pattern(cfg.max_len),
+                                                       **{k: kw[k] for k in fields if k in kw}))
         return LightSUAN(cfg)
     from . import baselines
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import RelativeAttentionBias, UnifiedSelfAttention, nvtx_range, target_attention
+from suan_kernels import RelativeAttentionBias, UnifiedSelfAttention, nvtx_range, target_attention
 
 from .batch import TokenLayout
 from .config import ModelConfig
@@ -104,8 +104,7 @@ class UnifiedAttentionBlock(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.norm1 = nn.RMSNorm(d)
-        self.attn = UnifiedSelfAttention(d, cfg.num_heads, rab, window=cfg.window, dilation=cfg.dilation,
-                                         num_global=cfg.num_global, backend=cfg.attention_backend)
+        self.attn = UnifiedSelfAttention(d, cfg.num_heads, rab, pattern=cfg.pattern, backend=cfg.attention_backend)
         self.norm2 = nn.RMSNorm(d)
         self.cross = FeatureCrossAttention(d, cfg.num_heads)
         self.gate = MSGate(d)

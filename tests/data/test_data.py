@@ -12,7 +12,7 @@ from suan.data.registry import open_dataset
 from suan.data.store import Store
 from suan.data.synthetic import PRESETS, SyntheticConfig, generate
 
-from fixture_files import write_amazon, write_movielens, write_movielens_csv, write_taobao
+from support.fixture_files import write_amazon, write_movielens, write_movielens_csv, write_taobao
 
 TINY = dataclasses.replace(PRESETS["tiny"], num_users=120, chunk_users=50)
 

@@ -12,8 +12,8 @@ how many registers they need. This module does that part without a GPU:
    i.e. spills when non-zero) with the bundled ``cuobjdump``, and the shared memory from the
    kernel metadata.
 
-    python -m kernels.compile_check                       # bf16/fp16/fp32, dh=64, dense + sparse
-    python -m kernels.compile_check --dtypes bf16 --head-dims 64 128 --json usage.json
+    python -m bench.compile_check                       # bf16/fp16/fp32, dh=64, dense + sparse
+    python -m bench.compile_check --dtypes bf16 --head-dims 64 128 --json usage.json
 
 The compiled variants are not specialised on argument divisibility as a JIT launch would be, so
 their register counts are close to, not identical with, what a GPU run compiles.
@@ -32,6 +32,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from suan_kernels.ops.unified_attention import DENSE, AttentionCall, AttentionPattern
+from suan_kernels.ops.unified_attention.launch import _Run, fresh_kernel_module
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
                  torch.int64: "i64", torch.int32: "i32", torch.int16: "i16", torch.int8: "i8", torch.uint8: "u8",
@@ -48,15 +51,7 @@ class Case:
     heads: int = 4
     lengths: Sequence[int] = (300, 70, 1)
     targets: Sequence[int] = (3, 0, 1)
-    window: Optional[int] = None
-    dilation: Optional[int] = None
-    num_global: int = 0
-
-    @property
-    def pattern(self) -> str:
-        if self.window is None and self.dilation is None:
-            return "dense"
-        return f"w{self.window}-r{self.dilation}-g{self.num_global}"
+    pattern: AttentionPattern = DENSE
 
 
 @dataclass
@@ -90,8 +85,6 @@ class Usage:
 
 def _compiled_module():
     """A copy of the kernels built for compilation (never the interpreter)."""
-    from .triton_ops import fresh_kernel_module
-
     return fresh_kernel_module(False)
 
 
@@ -117,8 +110,6 @@ class _Recorder:
 
 def capture_launches(case: Case, module=None) -> List[Launch]:
     """The launches (forward, then backward) that a CUDA call of ``case`` makes."""
-    from .triton_ops import _Run
-
     dtype = DTYPES[case.dtype]
     g = torch.Generator().manual_seed(0)
     T = sum(case.lengths)
@@ -130,8 +121,8 @@ def capture_launches(case: Case, module=None) -> List[Launch]:
     ts = torch.randint(0, 10**6, (T,), generator=g, dtype=torch.int64)
     w_pos = torch.randn(2 * 256 - 1, generator=g)
     w_time = torch.randn(65, generator=g)
-    run = _Run(q, k, v, offsets, ts, num_targets, w_pos, w_time, 64, case.window, case.dilation, case.num_global,
-               case.head_dim ** -0.5, interpret=False)
+    call = AttentionCall(q, k, v, offsets, ts, num_targets, w_pos, w_time, 64, case.pattern)
+    run = _Run(call, interpret=False)
     rec = _Recorder(module if module is not None else _compiled_module())
     run.mod = rec
     out, lse = run.forward()
@@ -223,7 +214,7 @@ def check_case(case: Case, arch: int = 90, all_configs: bool = True, module=None
         configs = launch.autotuner.configs if all_configs else launch.autotuner.configs[:1]
         for cfg, kernel, secs in compile_launch(launch, arch, configs):
             use = resource_usage(kernel.asm["cubin"])
-            rows.append(Usage(launch.kernel, launch.pass_name, case.dtype, case.head_dim, case.value_dim, case.pattern,
+            rows.append(Usage(launch.kernel, launch.pass_name, case.dtype, case.head_dim, case.value_dim, case.pattern.name,
                               cfg.num_warps, cfg.num_stages, use["registers"], use["stack_bytes"] + use["local_bytes"],
                               kernel.metadata.shared, secs))
     return rows
@@ -234,7 +225,7 @@ def default_cases(dtypes: Sequence[str] = ("bf16", "fp16", "fp32"), head_dims: S
     for dt in dtypes:
         for dh in head_dims:
             cases.append(Case(dtype=dt, head_dim=dh, value_dim=dh))
-            cases.append(Case(dtype=dt, head_dim=dh, value_dim=dh, window=32, dilation=4, num_global=2))
+            cases.append(Case(dtype=dt, head_dim=dh, value_dim=dh, pattern=AttentionPattern(32, 4, 2)))
     return cases
 
 

@@ -1,18 +1,14 @@
 """bench/report.py: a --benchmark-json file becomes Markdown tables per length and log-log plots."""
-import importlib.util
 import json
 import os
 
 import pytest
 
-HERE = os.path.dirname(__file__)
-
 
 def _load_report():
-    spec = importlib.util.spec_from_file_location("bench_report", os.path.join(HERE, "..", "bench", "report.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from bench import report
+
+    return report
 
 
 def _bench(group, L, impl, median_s, **info):

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .reference import position_index, time_bucket
+from ..unified_attention.bias import position_index, time_bucket
 
 
 def target_bias(n: int, ts_beh: Optional[torch.Tensor] = None, ts: Optional[torch.Tensor] = None,

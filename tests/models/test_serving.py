@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import kernels
-from jagged import make_inputs
+import suan_kernels as kernels
+from support.jagged import make_inputs
 from suan import SUAN, LightSUAN, collate, config_for_grade, random_batch
 from suan.cache import BehaviorCache
 

@@ -1,12 +1,13 @@
-"""The public attention op: ``kernels.unified_attention`` (SPEC section 7) and its dispatch."""
+"""The public attention op ``unified_attention`` (SPEC section 7) and its backend dispatch."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
 
-from ._validation import check_metadata, check_values
+from .call import AttentionCall, new_call
 from .reference import unified_attention_reference
+from .validation import check_metadata, check_values
 
 
 def unified_attention(
@@ -52,18 +53,31 @@ def unified_attention(
         ValueError: naming the argument, for shapes, dtypes, devices, offsets, num_targets,
             window or dilation that break the contract.
     """
-    check_metadata(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets,
-                   window, dilation, num_global, scale, backend)
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
-    if backend == "auto":
-        backend = "triton" if q.is_cuda else "reference"
-    if backend == "triton":
-        from .triton_ops import unified_attention_triton
+    call = new_call(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets=num_buckets,
+                    window=window, dilation=dilation, num_global=num_global, scale=scale)
+    return run(call, backend)
 
-        return unified_attention_triton(q, k, v, offsets, timestamps, num_targets, w_pos, w_time,
-                                        num_buckets, window, dilation, num_global, float(scale))
-    lengths, nts = check_values(offsets, num_targets, q.shape[0])
-    return unified_attention_reference(q, k, v, offsets, timestamps, num_targets, w_pos, w_time,
-                                       num_buckets, window, dilation, num_global, float(scale),
-                                       lengths, nts)
+
+def run(call: AttentionCall, backend: str = "auto") -> torch.Tensor:
+    """``unified_attention`` of an ``AttentionCall``: checks, then the chosen backend."""
+    check_metadata(call, backend)
+    if call.q.shape[0] == 0:
+        check_values(call)
+        return _empty_output(call)
+    if backend == "auto":
+        backend = "triton" if call.q.is_cuda else "reference"
+    if backend == "triton":
+        from .function import unified_attention_triton
+
+        return unified_attention_triton(call)
+    lengths, nts = check_values(call)
+    return unified_attention_reference(call, lengths, nts)
+
+
+def _empty_output(call: AttentionCall) -> torch.Tensor:
+    """The ``[0, H, dv]`` output of a call without tokens, still in the autograd graph of every
+    input it depends on (their gradients are zeros, as the backends give for unused rows)."""
+    out = call.q.new_zeros((0, call.q.shape[1], call.v.shape[2]))
+    used = [call.q, call.k, call.v, call.w_pos, call.w_time if call.has_time else None]
+    links = [x.sum() * 0 for x in used if x is not None and x.requires_grad]
+    return out + sum(links) if links else out

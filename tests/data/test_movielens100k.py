@@ -8,7 +8,7 @@ import pytest
 from suan.data import movielens100k as ml
 from suan.data.real import BadRows
 
-from fixture_files import write_recbole
+from support.fixture_files import write_recbole
 
 
 def test_atomic_file_loader(tmp_path):

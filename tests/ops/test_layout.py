@@ -6,7 +6,8 @@ import itertools
 import pytest
 import torch
 
-from kernels.block_layout import LayoutCache, build_layout, effective_pattern
+from suan_kernels.ops.unified_attention import DENSE, AttentionPattern
+from suan_kernels.ops.unified_attention.layout import LayoutCache, build_layout
 
 
 def _pairs_pass_a(L, n, window, dilation, num_global):
@@ -83,8 +84,9 @@ def test_lists_hold_exactly_the_allowed_tiles(window, dilation, num_global):
     lengths = [0, 1, 9, 30, 61, 40]
     targets = [0, 1, 0, 4, 3, 40]
     offsets = torch.tensor([0] + list(itertools.accumulate(lengths)))
-    layout = build_layout(offsets, torch.tensor(targets), block, window, dilation, num_global)
-    w, d, g = effective_pattern(window, dilation, num_global, max(L - t for L, t in zip(lengths, targets)))
+    layout = build_layout(offsets, torch.tensor(targets), block, AttentionPattern(window, dilation, num_global))
+    eff = AttentionPattern(window, dilation, num_global).effective(max(L - t for L, t in zip(lengths, targets)))
+    w, d, g = eff.window, eff.dilation, eff.num_global
     pairs_a = {b: _pairs_pass_a(L, L - t, w, d, g) for b, (L, t) in enumerate(zip(lengths, targets))}
     _check_pass(layout.pass_a, pairs_a, dict(enumerate(lengths)), block)
     if d is None:
@@ -100,7 +102,7 @@ def test_dilated_work_falls_as_one_over_r():
     dense = build_layout(offsets, None, block).flops(4, 64, 64)
     prev = None
     for r in (2, 4, 8, 16, 32):
-        f = build_layout(offsets, None, block, window=None, dilation=r).flops(4, 64, 64)
+        f = build_layout(offsets, None, block, AttentionPattern(dilation=r)).flops(4, 64, 64)
         ratio = f["visited_flops"] / dense["visited_flops"]
         assert ratio < 1.5 / r, (r, ratio)  # about 1/r of the dense causal tiles
         if prev is not None:
@@ -113,13 +115,13 @@ def test_window_work_falls_with_density():
     offsets = torch.tensor([0, L])
     dense = build_layout(offsets, None, block).flops(2, 64, 64)["visited_flops"]
     for W in (32, 128, 512):
-        f = build_layout(offsets, None, block, window=W).flops(2, 64, 64)["visited_flops"]
+        f = build_layout(offsets, None, block, AttentionPattern(window=W)).flops(2, 64, 64)["visited_flops"]
         ideal = (W + block) / (L / 2)
         assert f / dense <= 1.3 * ideal + 0.01, (W, f / dense, ideal)
 
 
 def test_targets_visit_every_behavior_block():
-    layout = build_layout(torch.tensor([0, 100]), torch.tensor([10]), 16, window=4)
+    layout = build_layout(torch.tensor([0, 100]), torch.tensor([10]), 16, AttentionPattern(window=4))
     tiles = {(qb, kb) for _, qb, kb, _ in layout.pass_a.entries()}
     n_blocks = -(-90 // 16)
     for kb in range(n_blocks):
@@ -130,9 +132,9 @@ def test_cache_reuses_layouts_by_identity_and_version():
     cache = LayoutCache(capacity=2)
     offsets = torch.tensor([0, 10, 30])
     nt = torch.tensor([1, 2])
-    a = cache.get(offsets, nt, 16, None, None, 0)
-    assert cache.get(offsets, nt, 16, None, None, 0) is a
-    assert cache.get(offsets, nt, 16, 4, None, 0) is not a
+    a = cache.get(offsets, nt, 16, DENSE)
+    assert cache.get(offsets, nt, 16, DENSE) is a
+    assert cache.get(offsets, nt, 16, AttentionPattern(window=4)) is not a
     offsets.add_(0)  # an in-place op bumps the version: the entry must not be reused
-    assert cache.get(offsets, nt, 16, None, None, 0) is not a
+    assert cache.get(offsets, nt, 16, DENSE) is not a
     assert cache.hits == 1 and cache.misses == 3

@@ -1,14 +1,22 @@
-"""Random jagged inputs of the attention op for tests (fresh random values, never zeros)."""
+"""Random jagged inputs of the attention op (fresh random values, never zeros)."""
 from typing import Optional, Sequence
 
 import torch
+
+from suan_kernels.ops.unified_attention import AttentionCall, AttentionPattern
+from suan_kernels.ops.unified_attention.call import TENSOR_FIELDS
+
+TENSOR_ARGS = TENSOR_FIELDS
+GRAD_NAMES = ("q", "k", "v", "w_pos", "w_time")
+# the op tests run on CPU (the Triton path under the interpreter) and, with a GPU, on CUDA too
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def make_inputs(lengths: Sequence[int], num_targets: Optional[Sequence[int]] = None, *, heads: int = 2,
                 head_dim: int = 8, value_dim: Optional[int] = None, num_positions: int = 16,
                 num_buckets: int = 16, dtype=torch.float32, device="cpu", requires_grad: bool = False,
                 ts_float: bool = False, seed: Optional[int] = None):
-    """Returns a dict of keyword arguments for ``kernels.unified_attention``."""
+    """A dict of keyword arguments for ``unified_attention`` (tensors + ``num_buckets``)."""
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     T = int(sum(lengths))
     dv = value_dim or head_dim
@@ -45,12 +53,21 @@ def make_inputs(lengths: Sequence[int], num_targets: Optional[Sequence[int]] = N
     return out
 
 
-TENSOR_ARGS = ("q", "k", "v", "offsets", "timestamps", "num_targets", "w_pos", "w_time")
-
-
 def call(fn, inputs, **kw):
     """Call ``fn`` with the positional tensor args of ``inputs`` and the rest as keywords."""
     args = [inputs[n] for n in TENSOR_ARGS]
     kwargs = {k: v for k, v in inputs.items() if k not in TENSOR_ARGS}
     kwargs.update(kw)
     return fn(*args, **kwargs)
+
+
+def as_call(inputs, pattern: AttentionPattern = AttentionPattern(), scale=None) -> AttentionCall:
+    """The ``AttentionCall`` of ``inputs`` (a ``make_inputs`` dict)."""
+    return AttentionCall(*[inputs[n] for n in TENSOR_ARGS], num_buckets=inputs["num_buckets"], pattern=pattern,
+                         scale=scale)
+
+
+def detached_copy(inputs):
+    """The same inputs as fresh leaves (a second graph for the other backend)."""
+    return {k: (v.detach().clone().requires_grad_(v.requires_grad) if isinstance(v, torch.Tensor) else v)
+            for k, v in inputs.items()}

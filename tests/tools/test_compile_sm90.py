@@ -1,4 +1,4 @@
-"""The Triton kernels compile for Hopper (sm_90) without a GPU (``kernels.compile_check``).
+"""The Triton kernels compile for Hopper (sm_90) without a GPU (``bench/compile_check.py``).
 
 The interpreter runs the kernels' arithmetic but never compiles them, so an error that only the
 GPU compiler sees (types across branches, layouts, shared memory, dot shapes) would otherwise go
@@ -9,7 +9,8 @@ autotune configuration free of register spills.
 import pytest
 import torch
 
-from kernels import compile_check as cc
+from bench import compile_check as cc
+from suan_kernels import AttentionPattern
 
 
 def _missing_tools():
@@ -30,7 +31,7 @@ def module():
 
 
 def test_captured_launches_are_what_cuda_would_run(module):
-    launches = cc.capture_launches(cc.Case(dtype="bf16", window=8, dilation=3, num_global=1), module)
+    launches = cc.capture_launches(cc.Case(dtype="bf16", pattern=AttentionPattern(8, 3, 1)), module)
     names = [(lch.kernel, lch.pass_name) for lch in launches]
     assert names == [("attn_fwd", "A"), ("attn_fwd", "B"), ("attn_bwd_dq", "A"), ("attn_bwd_dkdv", "A"),
                      ("attn_bwd_dq", "B"), ("attn_bwd_dkdv", "B")]
@@ -51,15 +52,15 @@ def test_fp32_uses_ieee_dot(module):
 
 @pytest.mark.parametrize("case", [
     cc.Case(dtype="bf16"),
-    cc.Case(dtype="fp16", head_dim=32, value_dim=16, heads=2, window=16, dilation=4, num_global=2),
+    cc.Case(dtype="fp16", head_dim=32, value_dim=16, heads=2, pattern=AttentionPattern(16, 4, 2)),
     cc.Case(dtype="fp32", head_dim=128, value_dim=128, lengths=(90, 1), targets=(2, 1)),
 ], ids=["bf16-dense", "fp16-sparse-dv16", "fp32-dh128"])
 def test_kernels_compile_for_sm90(case, module):
     rows = cc.check_case(case, arch=90, all_configs=False, module=module)
-    kernels = {(r.kernel, r.pass_name) for r in rows}
-    assert {("attn_fwd", "A"), ("attn_bwd_dq", "A"), ("attn_bwd_dkdv", "A")} <= kernels
-    if case.dilation is not None:
-        assert {("attn_fwd", "B"), ("attn_bwd_dq", "B"), ("attn_bwd_dkdv", "B")} <= kernels
+    names = {(r.kernel, r.pass_name) for r in rows}
+    assert {("attn_fwd", "A"), ("attn_bwd_dq", "A"), ("attn_bwd_dkdv", "A")} <= names
+    if case.pattern.dilation is not None:
+        assert {("attn_fwd", "B"), ("attn_bwd_dq", "B"), ("attn_bwd_dkdv", "B")} <= names
     for r in rows:
         assert 0 < r.registers <= 255
         assert r.shared_bytes <= 227 * 1024  # an H100/H200 SM's shared memory per block

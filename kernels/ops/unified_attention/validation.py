@@ -13,9 +13,11 @@ Every failure is a ``ValueError`` whose message starts with the argument's name.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
+
+from .call import AttentionCall
+from .pattern import AttentionPattern
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 BACKENDS = ("auto", "triton", "reference")
@@ -30,23 +32,11 @@ def _check_device(name: str, t: torch.Tensor, device: torch.device) -> None:
         raise ValueError(f"{name}: on device {t.device}, but q is on {device}; all tensors must share one device")
 
 
-def check_metadata(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    offsets: torch.Tensor,
-    timestamps: Optional[torch.Tensor],
-    num_targets: Optional[torch.Tensor],
-    w_pos: Optional[torch.Tensor],
-    w_time: Optional[torch.Tensor],
-    num_buckets: int,
-    window: Optional[int],
-    dilation: Optional[int],
-    num_global: int,
-    scale: Optional[float],
-    backend: str,
-) -> None:
+def check_metadata(call: AttentionCall, backend: str = "auto") -> None:
     """Check everything that can be checked without reading tensor values."""
+    q, k, v, offsets = call.q, call.k, call.v, call.offsets
+    timestamps, num_targets, w_pos, w_time = call.timestamps, call.num_targets, call.w_pos, call.w_time
+    num_buckets, scale = call.num_buckets, call.scale
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
@@ -114,15 +104,8 @@ def check_metadata(
             raise ValueError(f"w_time: must be floating point, got {w_time.dtype}")
         _check_device("w_time", w_time, device)
 
-    for name, val in (("window", window), ("dilation", dilation)):
-        if val is None:
-            continue
-        if not isinstance(val, int) or isinstance(val, bool):
-            raise ValueError(f"{name}: must be an int >= 1 or None, got {val!r}")
-        if val < 1:
-            raise ValueError(f"{name}: must be >= 1, got {val}")
-    if not isinstance(num_global, int) or isinstance(num_global, bool) or num_global < 0:
-        raise ValueError(f"num_global: must be an int >= 0, got {num_global!r}")
+    if not isinstance(call.pattern, AttentionPattern):
+        raise ValueError(f"pattern: expected an AttentionPattern, got {type(call.pattern).__name__}")
     if scale is not None:
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
             raise ValueError(f"scale: must be a finite float or None, got {scale!r}")
@@ -130,8 +113,9 @@ def check_metadata(
         raise ValueError(f"backend: must be one of {BACKENDS}, got {backend!r}")
 
 
-def check_values(offsets: torch.Tensor, num_targets: Optional[torch.Tensor], total_tokens: int):
+def check_values(call: AttentionCall):
     """Value checks; returns (lengths, num_targets) as Python lists. Syncs once on CUDA."""
+    offsets, num_targets, total_tokens = call.offsets, call.num_targets, call.q.shape[0]
     offs = offsets.tolist()
     if offs[0] != 0:
         raise ValueError(f"offsets: must start at 0, got {offs[0]}")
@@ -150,8 +134,3 @@ def check_values(offsets: torch.Tensor, num_targets: Optional[torch.Tensor], tot
         if nt > length:
             raise ValueError(f"num_targets: entry {i} is {nt}, above the sequence's length {length}")
     return lengths, nts
-
-
-def pattern_is_sparse(window: Optional[int], dilation: Optional[int]) -> bool:
-    """True when the behavior-to-behavior pattern is restricted (SPEC section 7)."""
-    return window is not None or dilation is not None

@@ -6,8 +6,8 @@ the bias-table gradients, sums over the whole batch, are compared on a batch of 
 import pytest
 import torch
 
-import kernels
-from jagged import make_inputs
+import suan_kernels as kernels
+from support.jagged import make_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

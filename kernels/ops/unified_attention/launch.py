@@ -1,30 +1,26 @@
-"""Triton backend of ``unified_attention``: launchers, custom ops and the autograd Function.
+"""Launchers of the Triton kernels: one ``_Run`` per call holds the kernels module (compiled or
+interpreted), the block layout, the constexpr flags and the launch arguments.
 
-* ``torch.ops.suan.unified_attention_fwd`` / ``unified_attention_bwd`` are ``torch.library``
-  custom ops with fake (meta) implementations, so a model using the op compiles under
-  ``torch.compile`` without graph breaks; all data-dependent work (value checks, block layouts,
-  host syncs) happens inside them.
-* ``UnifiedAttentionFunction`` (``torch.autograd.Function``) calls the two ops.
-* CUDA tensors run the compiled kernels; CPU tensors run the same kernels under the Triton
-  interpreter (one small block size and config, dot operands upcast to float32).
+CUDA tensors run the compiled kernels; CPU tensors run the same kernels under the Triton
+interpreter (one small block size and config, dot operands upcast to float32).
 
-Bias-table gradients are deterministic by default (int64 fixed point, see
-``kernels.triton_kernels``); ``set_bias_grad_mode("float")`` or ``SUAN_BIAS_GRAD=float`` switches
-to float32 atomics.
+Bias-table gradients are deterministic by default (int64 fixed point, see ``triton_kernels``);
+``set_bias_grad_mode("float")`` or ``SUAN_BIAS_GRAD=float`` switches to float32 atomics.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 import threading
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ._nvtx import nvtx_range
-from ._validation import check_values
-from .block_layout import LAYOUT_CACHE, AttentionLayout, PassLayout
+from ..._nvtx import nvtx_range
+from .call import AttentionCall
+from .layout import LAYOUT_CACHE, AttentionLayout, PassLayout
+from .validation import check_values
 
 _MODULES = {}
 _MODULE_LOCK = threading.Lock()
@@ -45,7 +41,7 @@ def fresh_kernel_module(interpret: bool):
     whatever ``TRITON_INTERPRET`` says (the jit decorators read the setting at import)."""
     from triton import knobs
 
-    spec = importlib.util.find_spec("kernels.triton_kernels")
+    spec = importlib.util.find_spec(__package__ + ".triton_kernels")
     mod = importlib.util.module_from_spec(spec)
     with knobs.runtime.scope():
         knobs.runtime.interpret = interpret
@@ -78,111 +74,41 @@ def block_size(head_dim: int, value_dim: int, dtype: torch.dtype, interpret: boo
     return 64
 
 
-@torch.library.custom_op("suan::unified_attention_fwd", mutates_args=())
-def unified_attention_fwd(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, timestamps: Optional[Tensor],
-                          num_targets: Optional[Tensor], w_pos: Optional[Tensor], w_time: Optional[Tensor],
-                          num_buckets: int, window: Optional[int], dilation: Optional[int], num_global: int,
-                          scale: float) -> Tuple[Tensor, Tensor]:
-    """Returns ``out [T, H, dv]`` (q's dtype) and the log-sum-exp ``[H, T]`` (float32)."""
-    run = _Run(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
-               num_global, scale)
-    return run.forward()
-
-
-@unified_attention_fwd.register_fake
-def _(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation, num_global, scale):
-    T, H, _ = q.shape
-    return q.new_empty((T, H, v.shape[2])), q.new_empty((H, T), dtype=torch.float32)
-
-
-@torch.library.custom_op("suan::unified_attention_bwd", mutates_args=())
-def unified_attention_bwd(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                          offsets: Tensor, timestamps: Optional[Tensor], num_targets: Optional[Tensor],
-                          w_pos: Optional[Tensor], w_time: Optional[Tensor], num_buckets: int,
-                          window: Optional[int], dilation: Optional[int], num_global: int, scale: float,
-                          need_w_pos: bool, need_w_time: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Returns dq, dk, dv and the w_pos / w_time gradients (empty tensors when not needed)."""
-    run = _Run(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
-               num_global, scale)
-    return run.backward(grad_out, out, lse, need_w_pos, need_w_time)
-
-
-@unified_attention_bwd.register_fake
-def _(grad_out, q, k, v, out, lse, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window,
-      dilation, num_global, scale, need_w_pos, need_w_time):
-    dwp = w_pos.new_empty(w_pos.shape) if (need_w_pos and w_pos is not None) else q.new_empty((0,))
-    dwt = w_time.new_empty(w_time.shape) if (need_w_time and w_time is not None) else q.new_empty((0,))
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dwp, dwt
-
-
-class UnifiedAttentionFunction(torch.autograd.Function):
-    """Autograd wrapper of the fused forward and backward kernels."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
-                num_global, scale):
-        out, lse = torch.ops.suan.unified_attention_fwd(q, k, v, offsets, timestamps, num_targets, w_pos, w_time,
-                                                        num_buckets, window, dilation, num_global, scale)
-        ctx.save_for_backward(q, k, v, out, lse, offsets, timestamps, num_targets, w_pos, w_time)
-        ctx.params = (num_buckets, window, dilation, num_global, scale)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, out, lse, offsets, timestamps, num_targets, w_pos, w_time = ctx.saved_tensors
-        num_buckets, window, dilation, num_global, scale = ctx.params
-        need_w_pos = bool(ctx.needs_input_grad[6]) and w_pos is not None
-        # without timestamps the time term is dropped: w_time gets no gradient (as in the reference)
-        need_w_time = bool(ctx.needs_input_grad[7]) and w_time is not None and timestamps is not None
-        dq, dk, dv, dwp, dwt = torch.ops.suan.unified_attention_bwd(
-            grad_out.contiguous(), q, k, v, out, lse, offsets, timestamps, num_targets, w_pos, w_time, num_buckets,
-            window, dilation, num_global, scale, need_w_pos, need_w_time)
-        return (dq, dk, dv, None, None, None, dwp if need_w_pos else None, dwt if need_w_time else None,
-                None, None, None, None, None)
-
-
-def unified_attention_triton(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window,
-                             dilation, num_global, scale) -> Tensor:
-    """Entry from ``kernels.unified_attention`` (arguments already checked for metadata)."""
-    return UnifiedAttentionFunction.apply(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets,
-                                          window, dilation, num_global, scale)
-
-
 # ----------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------
 class _Run:
     """Everything one call needs: the kernels module, layout, flags and launch arguments."""
 
-    def __init__(self, q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets, window, dilation,
-                 num_global, scale, interpret: Optional[bool] = None):
-        # interpret=False on CPU tensors: the launches a CUDA call would make (kernels.compile_check)
+    def __init__(self, call: AttentionCall, interpret: Optional[bool] = None):
+        q, k, v = call.q, call.k, call.v
+        # interpret=False on CPU tensors: the launches a CUDA call would make (bench/compile_check.py)
         self.interpret = (not q.is_cuda) if interpret is None else interpret
         self.mod = kernel_module(self.interpret)
         self.q, self.k, self.v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
         self.T, self.H, self.DH = q.shape
         self.DV = v.shape[2]
-        self.offsets = offsets
         device = q.device
         self.block = block_size(self.DH, self.DV, q.dtype, self.interpret)
-        self.layout: AttentionLayout = LAYOUT_CACHE.get(
-            offsets, num_targets, self.block, window, dilation, num_global,
-            validate=lambda: check_values(offsets, num_targets, self.T))
+        self.layout: AttentionLayout = LAYOUT_CACHE.get(call.offsets, call.num_targets, self.block, call.pattern,
+                                                        validate=lambda: check_values(call))
+        num_targets = call.num_targets
         self.nt = num_targets.to(torch.int64) if num_targets is not None else torch.zeros(
-            offsets.numel() - 1, dtype=torch.int64, device=device)
-        self.offs = offsets.to(torch.int64)
-        self.has_pos = w_pos is not None
-        self.has_time = w_time is not None and timestamps is not None
+            call.offsets.numel() - 1, dtype=torch.int64, device=device)
+        self.offs = call.offsets.to(torch.int64)
+        self.has_pos = call.w_pos is not None
+        self.has_time = call.has_time
         dummy = torch.zeros(1, dtype=torch.float32, device=device)
-        self.w_pos = w_pos if self.has_pos else dummy
-        self.w_time = w_time if self.has_time else dummy
+        self.w_pos = call.w_pos if self.has_pos else dummy
+        self.w_time = call.w_time if self.has_time else dummy
         if self.has_time:
-            self.ts = timestamps.to(torch.float64 if timestamps.dtype.is_floating_point else torch.int64).contiguous()
+            ts = call.timestamps
+            self.ts = ts.to(torch.float64 if ts.dtype.is_floating_point else torch.int64).contiguous()
         else:
             self.ts = torch.zeros(1, dtype=torch.int64, device=device)
-        self.P = (w_pos.numel() + 1) // 2 if self.has_pos else 1
-        self.NB = num_buckets
-        self.scale = scale
+        self.P = (call.w_pos.numel() + 1) // 2 if self.has_pos else 1
+        self.NB = call.num_buckets
+        self.scale = call.resolved_scale
         self.upcast = self.interpret and q.dtype == torch.bfloat16
         self.ieee = (not self.interpret) and q.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
         self.bdh = max(16, _next_pow2(self.DH))
@@ -191,13 +117,12 @@ class _Run:
 
     # common launch arguments -------------------------------------------------------------
     def _pattern_args(self, pl: PassLayout):
-        lay = self.layout
+        pat = self.layout.pattern
         pass_b = pl.name == "B"
-        sparse = lay.window is not None or lay.dilation is not None
-        r = lay.dilation or 1
-        s_cls = 0 if (lay.window is None or not pass_b) else -(-lay.window // r)
-        return dict(WIN=lay.window or 0, GLOB=lay.num_global, R_DIL=r, S_CLS=s_cls), dict(
-            PASS_B=pass_b, SPARSE=sparse, HAS_WINDOW=lay.window is not None)
+        r = pat.dilation or 1
+        s_cls = 0 if (pat.window is None or not pass_b) else -(-pat.window // r)
+        return dict(WIN=pat.window or 0, GLOB=pat.num_global, R_DIL=r, S_CLS=s_cls), dict(
+            PASS_B=pass_b, SPARSE=pat.sparse, HAS_WINDOW=pat.window is not None)
 
     def _common(self, pl: PassLayout):
         ints, consts = self._pattern_args(pl)

@@ -68,7 +68,7 @@ def test_compare_smoke_on_synthetic(tmp_path):
 
 @pytest.mark.parametrize("kind", ["taobao", "movielens", "amazon"])
 def test_compare_on_real_format_fixtures(tmp_path, kind):
-    import fixture_files as ff
+    from support import fixture_files as ff
 
     if kind == "taobao":
         src = tmp_path / "UserBehavior.csv"

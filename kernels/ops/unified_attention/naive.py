@@ -1,5 +1,8 @@
-"""An explicit, loop-based dense implementation of SPEC section 7, written independently of
-``kernels.reference`` so the tests compare two implementations, not one with itself."""
+"""An explicit, loop-based dense implementation of SPEC section 7: the oracle of the tests.
+
+Written independently of ``reference.py`` (and of ``bias.py`` / ``pattern.py``), so the tests
+compare two implementations, not one with itself. Slow (Python loops over pairs): small inputs.
+"""
 import math
 
 import torch

@@ -30,6 +30,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from .pattern import DENSE, AttentionPattern
+
 
 @dataclass
 class PassLayout:
@@ -67,14 +69,13 @@ class PassLayout:
 
 @dataclass
 class AttentionLayout:
-    """Both passes of one (batch shape, pattern, block size)."""
+    """Both passes of one (batch shape, pattern, block size). ``pattern`` is the effective
+    pattern (dense when the requested one allows every causal pair of this batch)."""
 
     block: int
     pass_a: PassLayout
     pass_b: Optional[PassLayout]
-    window: Optional[int]
-    dilation: Optional[int]
-    num_global: int
+    pattern: AttentionPattern
     max_len: int
     lengths: torch.Tensor  # int64 [B] on device
     num_behaviors: torch.Tensor  # int64 [B] on device
@@ -140,7 +141,8 @@ def _finish(name, block, blk_seq, blk_start, q_owner, kb, full, blk_base) -> Pas
                       q_ptr.to(i32), q_code.to(i32))
 
 
-def _build_pass_a(L, n, block, window, num_global, sparse: bool) -> PassLayout:
+def _build_pass_a(L, n, block, pattern: AttentionPattern) -> PassLayout:
+    window, num_global, sparse = pattern.window, pattern.num_global, pattern.sparse
     device = L.device
     blk_seq, r0 = _blocks(L, block, device)
     nb = blk_seq.numel()
@@ -212,9 +214,10 @@ def _class_start(c, n, r):
     return c * qn + torch.minimum(c, R)
 
 
-def _build_pass_b(n, block, window, dilation, num_global) -> PassLayout:
+def _build_pass_b(n, block, pattern: AttentionPattern) -> PassLayout:
+    window, num_global = pattern.window, pattern.num_global
     device = n.device
-    r = dilation
+    r = pattern.dilation
     s = 0 if window is None else _cdiv(window, r)  # class distance that leaves the window
     blk_seq, p0 = _blocks(n, block, device)
     blk_base = torch.cumsum(_cdiv(n, block), 0) - _cdiv(n, block)
@@ -257,18 +260,8 @@ def _build_pass_b(n, block, window, dilation, num_global) -> PassLayout:
     return _finish("B", block, blk_seq, p0, q_owner, kb, full, blk_base)
 
 
-def effective_pattern(window: Optional[int], dilation: Optional[int], num_global: int, max_behaviors: int):
-    """Drop pattern terms that allow every causal pair (then the dense path is exact and faster)."""
-    if window is None and dilation is None:
-        return None, None, 0
-    if dilation == 1 or (window is not None and window >= max_behaviors) or num_global >= max_behaviors:
-        return None, None, 0
-    return window, dilation, num_global
-
-
 def build_layout(offsets: torch.Tensor, num_targets: Optional[torch.Tensor], block: int,
-                 window: Optional[int] = None, dilation: Optional[int] = None, num_global: int = 0,
-                 lengths: Optional[torch.Tensor] = None) -> AttentionLayout:
+                 pattern: AttentionPattern = DENSE, lengths: Optional[torch.Tensor] = None) -> AttentionLayout:
     """Build both passes for a batch. Host syncs: a handful of sizes (never per-sequence loops)."""
     L = offsets[1:] - offsets[:-1] if lengths is None else lengths
     L = L.to(torch.int64)
@@ -276,13 +269,12 @@ def build_layout(offsets: torch.Tensor, num_targets: Optional[torch.Tensor], blo
     n = L - nt
     max_n = int(n.max()) if n.numel() else 0
     max_len = int(L.max()) if L.numel() else 0
-    window, dilation, num_global = effective_pattern(window, dilation, num_global, max_n)
-    sparse = window is not None or dilation is not None
-    pass_a = _build_pass_a(L, n, block, window, num_global, sparse)
+    pattern = pattern.effective(max_n)
+    pass_a = _build_pass_a(L, n, block, pattern)
     pass_b = None
-    if dilation is not None:
-        pass_b = _build_pass_b(n, block, window, dilation, num_global)
-    return AttentionLayout(block, pass_a, pass_b, window, dilation, num_global, max_len, L, n)
+    if pattern.dilation is not None:
+        pass_b = _build_pass_b(n, block, pattern)
+    return AttentionLayout(block, pass_a, pass_b, pattern, max_len, L, n)
 
 
 class LayoutCache:
@@ -297,10 +289,10 @@ class LayoutCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, offsets, num_targets, block, window, dilation, num_global, validate=None) -> AttentionLayout:
+    def get(self, offsets, num_targets, block, pattern: AttentionPattern, validate=None) -> AttentionLayout:
         """The cached layout, or a new one (``validate()`` runs first on a miss)."""
         key = (id(offsets), offsets._version, None if num_targets is None else (id(num_targets), num_targets._version),
-               block, window, dilation, num_global, offsets.device)
+               block, pattern, offsets.device)
         with self._lock:
             item = self._items.get(key)
             if item is not None:
@@ -309,7 +301,7 @@ class LayoutCache:
                 return item[0]
         if validate is not None:
             validate()
-        layout = build_layout(offsets, num_targets, block, window, dilation, num_global)
+        layout = build_layout(offsets, num_targets, block, pattern)
         with self._lock:
             self.misses += 1
             self._items[key] = (layout, offsets, num_targets)

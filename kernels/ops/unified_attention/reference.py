@@ -30,27 +30,15 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .bias import position_term, time_term
+from .call import AttentionCall
+from .pattern import DENSE, AttentionPattern
+
 NEG_INF = float("-inf")
 # Largest score tensor (elements) built for one chunk of a group; bounds peak memory.
 _CHUNK_ELEMENTS = 1 << 25
 # The band of a sliding window is processed in chunks of at least this many rows.
 _MIN_BAND_CHUNK = 32
-
-
-def time_bucket(dt: torch.Tensor, num_buckets: int) -> torch.Tensor:
-    """``min(floor(log2(max(dt, 1))), num_buckets)`` as int64, exact for |dt| < 2**53.
-
-    Uses the float64 exponent (frexp) rather than log2 so that ``2**k - 1`` never rounds up to k.
-    """
-    x = dt.to(torch.float64).clamp_(min=1.0)
-    _, exponent = torch.frexp(x)  # x = mantissa * 2**exponent, mantissa in [0.5, 1)
-    return exponent.to(torch.int64).sub_(1).clamp_(max=num_buckets)
-
-
-def position_index(rel: torch.Tensor, num_positions: int) -> torch.Tensor:
-    """Index into ``w_pos`` (2P-1 entries) of a relative position ``pos_i - pos_j``."""
-    p = num_positions
-    return rel.clamp(-(p - 1), p - 1) + (p - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,29 +69,6 @@ def _tensor_key(t: Optional[torch.Tensor]):
 # ----------------------------------------------------------------------------------------------
 # Plans
 # ----------------------------------------------------------------------------------------------
-class _TableLookup(torch.autograd.Function):
-    """``table[idx]`` whose backward is one weighted bincount (a scatter-add through index_put is
-    ~10x slower on CPU for the many repeated indices of a bias table)."""
-
-    @staticmethod
-    def forward(ctx, table, idx):
-        ctx.save_for_backward(idx)
-        ctx.size = table.numel()
-        return table[idx]
-
-    @staticmethod
-    def backward(ctx, grad):
-        (idx,) = ctx.saved_tensors
-        g = torch.bincount(idx.reshape(-1), weights=grad.reshape(-1), minlength=ctx.size)
-        return g.to(grad.dtype), None
-
-
-def _lookup(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    if table.requires_grad and torch.is_grad_enabled():
-        return _TableLookup.apply(table, idx)
-    return table[idx]
-
-
 @dataclass
 class _Bias:
     """The relative-attention-bias terms of one call (any of them may be absent)."""
@@ -113,14 +78,10 @@ class _Bias:
     num_buckets: int
 
     def pos(self, rel: torch.Tensor) -> Optional[torch.Tensor]:
-        if self.w_pos is None:
-            return None
-        return _lookup(self.w_pos, position_index(rel, (self.w_pos.numel() + 1) // 2))
+        return position_term(self.w_pos, rel)
 
     def time(self, ts_i, ts_j) -> Optional[torch.Tensor]:
-        if self.w_time is None or ts_i is None:
-            return None
-        return _lookup(self.w_time, time_bucket((ts_i - ts_j).abs(), self.num_buckets))
+        return time_term(self.w_time, ts_i, ts_j, self.num_buckets)
 
     def additive(self, allowed: torch.Tensor, rel: torch.Tensor, ts_i, ts_j, dtype) -> torch.Tensor:
         """pos + time bias with -inf where not allowed; broadcast of all inputs, in ``dtype``."""
@@ -131,47 +92,19 @@ class _Bias:
         return out.masked_fill(~allowed, NEG_INF)
 
 
-@dataclass
-class _Pattern:
-    window: Optional[int]
-    dilation: Optional[int]
-    num_global: int
-
-    @property
-    def sparse(self) -> bool:
-        return self.window is not None or self.dilation is not None
-
-    def in_window(self, rel: torch.Tensor) -> torch.Tensor:
-        if self.window is None:
-            return torch.zeros_like(rel, dtype=torch.bool)
-        return rel < self.window
-
-    def in_dilation(self, rel: torch.Tensor) -> torch.Tensor:
-        if self.dilation is None:
-            return torch.zeros_like(rel, dtype=torch.bool)
-        return torch.remainder(rel, self.dilation) == 0
-
-    def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """Behavior i may see behavior j (before validity of the rows)."""
-        rel = i - j
-        causal = rel >= 0
-        if not self.sparse:
-            return causal
-        return causal & (self.in_window(rel) | self.in_dilation(rel) | (j < self.num_global))
-
-    def banded_pays(self, N: int) -> bool:
-        """Use the banded pieces only when the pattern really removes pairs."""
-        if not self.sparse or N <= _MIN_BAND_CHUNK:
-            return False
-        if self.dilation == 1 or (self.window is not None and self.window >= N):
-            return False
-        cost = 0
-        if self.window is not None:
-            cost += 2 * max(self.window, _MIN_BAND_CHUNK) * N
-        if self.dilation is not None:
-            cost += N * N // self.dilation
-        cost += min(self.num_global, N) * N
-        return cost < N * N // 2
+def banded_pays(pattern: AttentionPattern, N: int) -> bool:
+    """Use the banded pieces only when the pattern really removes pairs (N behaviors)."""
+    if not pattern.sparse or N <= _MIN_BAND_CHUNK:
+        return False
+    if pattern.effective(N) is DENSE:
+        return False
+    cost = 0
+    if pattern.window is not None:
+        cost += 2 * max(pattern.window, _MIN_BAND_CHUNK) * N
+    if pattern.dilation is not None:
+        cost += N * N // pattern.dilation
+    cost += min(pattern.num_global, N) * N
+    return cost < N * N // 2
 
 
 @dataclass
@@ -198,18 +131,18 @@ class _GroupPlan:
     self_bias: Optional[torch.Tensor] = None  # scalar
 
 
-def _plan_dense(N, n, tsb, bias: _Bias, pattern: _Pattern, dtype) -> _Piece:
+def _plan_dense(N, n, tsb, bias: _Bias, pattern: AttentionPattern, dtype) -> _Piece:
     idx = torch.arange(N, device=n.device)
     i, j = idx[:, None], idx[None, :]
     valid_i = i[None] < n[:, None, None]
-    allowed = pattern.allowed(i, j)[None] & (j[None] < n[:, None, None])
+    allowed = pattern.allows(i, j)[None] & (j[None] < n[:, None, None])
     allowed = allowed | ((i == j)[None] & ~valid_i)  # padded rows keep a diagonal: never empty
     ts_i = None if tsb is None else tsb[:, :, None]
     ts_j = None if tsb is None else tsb[:, None, :]
     return _Piece("dense", bias.additive(allowed, i - j, ts_i, ts_j, dtype).unsqueeze(1))
 
 
-def _plan_band(N, n, tsb, bias: _Bias, pattern: _Pattern, dtype) -> _Piece:
+def _plan_band(N, n, tsb, bias: _Bias, pattern: AttentionPattern, dtype) -> _Piece:
     W = pattern.window
     C = max(min(W, N), _MIN_BAND_CHUNK)
     nC = -(-N // C)
@@ -229,7 +162,7 @@ def _plan_band(N, n, tsb, bias: _Bias, pattern: _Pattern, dtype) -> _Piece:
     return _Piece("band", bias.additive(allowed, rel, ts_i, ts_j, dtype).unsqueeze(1), C)
 
 
-def _plan_classes(N, n, tsb, bias: _Bias, pattern: _Pattern, dtype, owns_diagonal: bool) -> _Piece:
+def _plan_classes(N, n, tsb, bias: _Bias, pattern: AttentionPattern, dtype, owns_diagonal: bool) -> _Piece:
     r = pattern.dilation
     m = -(-N // r)
     device = n.device
@@ -247,7 +180,7 @@ def _plan_classes(N, n, tsb, bias: _Bias, pattern: _Pattern, dtype, owns_diagona
     return _Piece("classes", bias.additive(allowed, rel, ts_i, ts_j, dtype).unsqueeze(1), r)
 
 
-def _plan_global(N, n, tsb, bias: _Bias, pattern: _Pattern, dtype) -> Optional[_Piece]:
+def _plan_global(N, n, tsb, bias: _Bias, pattern: AttentionPattern, dtype) -> Optional[_Piece]:
     Gk = min(pattern.num_global, N)
     if Gk == 0:
         return None
@@ -261,7 +194,7 @@ def _plan_global(N, n, tsb, bias: _Bias, pattern: _Pattern, dtype) -> Optional[_
     return _Piece("global", bias.additive(allowed, rel, ts_i, ts_j, dtype).unsqueeze(1), Gk)
 
 
-def _plan_group(starts, n, nt, N, K, ts, bias: _Bias, pattern: _Pattern, dtype) -> _GroupPlan:
+def _plan_group(starts, n, nt, N, K, ts, bias: _Bias, pattern: AttentionPattern, dtype) -> _GroupPlan:
     plan = _GroupPlan(N, K)
     device = starts.device
     tsb = None
@@ -271,7 +204,7 @@ def _plan_group(starts, n, nt, N, K, ts, bias: _Bias, pattern: _Pattern, dtype) 
         plan.rows_b = torch.where(plan.valid_b, starts[:, None] + pos[None, :], starts[:, None])
         plan.keep_b = plan.valid_b.reshape(-1).nonzero().squeeze(1)
         tsb = None if ts is None else ts[plan.rows_b]
-        if pattern.banded_pays(N):
+        if banded_pays(pattern, N):
             if pattern.window is not None:
                 plan.pieces.append(_plan_band(N, n, tsb, bias, pattern, dtype))
             if pattern.dilation is not None:
@@ -348,12 +281,13 @@ def _piece_qkv(piece: _Piece, q, k, v):
     return q, k.transpose(-1, -2), v
 
 
-def _behavior_attention(plan: _GroupPlan, q, k, v, scale: float) -> torch.Tensor:
-    """q/k: [G,H,N,dh], v: [G,H,N,dv] -> [G,H,N,dv]."""
+def _behavior_attention(plan: _GroupPlan, q, k, v, scale: float, want_lse: bool = False):
+    """q/k: [G,H,N,dh], v: [G,H,N,dv] -> ([G,H,N,dv], log-sum-exp [G,H,N] or None)."""
     N = q.shape[2]
     if len(plan.pieces) == 1 and plan.pieces[0].kind == "dense":
         scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(plan.pieces[0].bias)
-        return torch.matmul(torch.softmax(scores, dim=-1), v)
+        lse = torch.logsumexp(scores, dim=-1) if want_lse else None
+        return torch.matmul(torch.softmax(scores, dim=-1), v), lse
     scored = []
     row_max = None
     for piece in plan.pieces:
@@ -369,17 +303,19 @@ def _behavior_attention(plan: _GroupPlan, q, k, v, scale: float) -> torch.Tensor
         d = _to_rows(piece, e.sum(dim=-1), N)
         num = part if num is None else num + part
         den = d if den is None else den + d
-    return num / den.unsqueeze(-1)
+    return num / den.unsqueeze(-1), (row_max + torch.log(den) if want_lse else None)
 
 
-def _target_attention(plan: _GroupPlan, qt, kt, vt, kb, vb, scale: float) -> torch.Tensor:
-    """qt/kt: [G,H,K,dh], vt: [G,H,K,dv], kb/vb: behaviors [G,H,N,*] -> [G,H,K,dv]."""
+def _target_attention(plan: _GroupPlan, qt, kt, vt, kb, vb, scale: float, want_lse: bool = False):
+    """qt/kt: [G,H,K,dh], vt: [G,H,K,dv], kb/vb: behaviors [G,H,N,*] -> ([G,H,K,dv], lse [G,H,K] or None)."""
     self_score = (qt * kt).sum(-1).mul_(scale).add_(plan.self_bias)  # [G,H,K]
     if plan.N == 0:  # no behaviors anywhere in the group: each target sees only itself
-        return vt
+        return vt, (self_score if want_lse else None)
     scores = torch.matmul(qt, kb.transpose(-1, -2)).mul_(scale).add_(plan.target_bias)  # [G,H,K,N]
-    probs = torch.softmax(torch.cat([scores, self_score.unsqueeze(-1)], dim=-1), dim=-1)
-    return torch.matmul(probs[..., : plan.N], vb) + probs[..., plan.N:] * vt
+    scores = torch.cat([scores, self_score.unsqueeze(-1)], dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    lse = torch.logsumexp(scores, dim=-1) if want_lse else None
+    return torch.matmul(probs[..., : plan.N], vb) + probs[..., plan.N:] * vt, lse
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,58 +364,56 @@ def _gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.index_select(x, 0, rows.reshape(-1)).view(*rows.shape, *x.shape[1:]).permute(0, 2, 1, 3)
 
 
-def unified_attention_reference(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    offsets: torch.Tensor,
-    timestamps: Optional[torch.Tensor],
-    num_targets: Optional[torch.Tensor],
-    w_pos: Optional[torch.Tensor],
-    w_time: Optional[torch.Tensor],
-    num_buckets: int,
-    window: Optional[int],
-    dilation: Optional[int],
-    num_global: int,
-    scale: float,
-    lengths: List[int],
-    nts: List[int],
-) -> torch.Tensor:
+def unified_attention_reference(call: AttentionCall, lengths: List[int], nts: List[int],
+                                compute_dtype: Optional[torch.dtype] = None, return_lse: bool = False):
     """Reference forward; differentiable in q, k, v, w_pos, w_time through autograd.
 
     ``lengths``/``nts`` are the per-sequence token and target counts (already validated).
+    ``compute_dtype`` (tests) overrides the float32 / float64 arithmetic, e.g. to measure what a
+    plain PyTorch implementation in half precision loses. ``return_lse`` also returns each row's
+    log-sum-exp of its allowed scores, ``[T, H]`` in the compute dtype (differentiable).
     """
+    q, k, v = call.q, call.k, call.v
     T, H, _ = q.shape
     dv = v.shape[2]
-    cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-    pattern = _Pattern(window, dilation, num_global)
+    scale = call.resolved_scale
+    cdt = compute_dtype or (torch.float64 if q.dtype == torch.float64 else torch.float32)
+    structure = (call.offsets, call.timestamps, call.num_targets, call.w_pos, call.w_time)
 
     scope = _SCOPE.get()
     key = None
     if scope is not None:
-        key = (tuple(_tensor_key(t) for t in (offsets, timestamps, num_targets, w_pos, w_time)),
-               num_buckets, window, dilation, num_global, H, cdt, torch.is_grad_enabled())
+        key = (tuple(_tensor_key(t) for t in structure), call.num_buckets, call.pattern, H, cdt,
+               torch.is_grad_enabled())
     plans = None if key is None else scope.get(key, (None,))[0]
     if plans is None:
-        plans = _build_plans(offsets, timestamps, w_pos, w_time, num_buckets, pattern, lengths, nts, H, cdt)
+        plans = _build_plans(call.offsets, call.timestamps, call.w_pos, call.w_time, call.num_buckets, call.pattern,
+                             lengths, nts, H, cdt)
         if key is not None:  # keep the key tensors alive so their ids cannot be reused
-            scope[key] = (plans, (offsets, timestamps, num_targets, w_pos, w_time))
+            scope[key] = (plans, structure)
 
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
-    rows_out, vals_out = [], []
+    rows_out, vals_out, lse_out = [], [], []
+
+    def keep(rows, keep_idx, o, lse):
+        rows_out.append(rows.reshape(-1).index_select(0, keep_idx))
+        vals_out.append(o.permute(0, 2, 1, 3).reshape(-1, H, dv).index_select(0, keep_idx))
+        if lse is not None:
+            lse_out.append(lse.permute(0, 2, 1).reshape(-1, H).index_select(0, keep_idx))
+
     for plan in plans:
         kb = vb = None
         if plan.N > 0:
             qb, kb, vb = (_gather_rows(x, plan.rows_b) for x in (qc, kc, vc))
-            ob = _behavior_attention(plan, qb, kb, vb, scale)
-            rows_out.append(plan.rows_b.reshape(-1).index_select(0, plan.keep_b))
-            vals_out.append(ob.permute(0, 2, 1, 3).reshape(-1, H, dv).index_select(0, plan.keep_b))
+            keep(plan.rows_b, plan.keep_b, *_behavior_attention(plan, qb, kb, vb, scale, return_lse))
         if plan.K > 0:
             qt, kt, vt = (_gather_rows(x, plan.rows_t) for x in (qc, kc, vc))
-            ot = _target_attention(plan, qt, kt, vt, kb, vb, scale)
-            rows_out.append(plan.rows_t.reshape(-1).index_select(0, plan.keep_t))
-            vals_out.append(ot.permute(0, 2, 1, 3).reshape(-1, H, dv).index_select(0, plan.keep_t))
+            keep(plan.rows_t, plan.keep_t, *_target_attention(plan, qt, kt, vt, kb, vb, scale, return_lse))
     out = torch.zeros((T, H, dv), dtype=cdt, device=q.device)
+    lse = torch.full((T, H), NEG_INF, dtype=cdt, device=q.device)
     if rows_out:
-        out = out.index_copy(0, torch.cat(rows_out), torch.cat(vals_out))
-    return out.to(q.dtype)
+        rows = torch.cat(rows_out)
+        out = out.index_copy(0, rows, torch.cat(vals_out))
+        if return_lse:
+            lse = lse.index_copy(0, rows, torch.cat(lse_out))
+    return (out.to(q.dtype), lse) if return_lse else out.to(q.dtype)

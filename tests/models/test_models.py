@@ -94,7 +94,7 @@ def test_lightsuan_requires_pattern_and_uses_it():
         LightSUAN(config_for_grade("g0"))
     m = LightSUAN(config_for_grade("g2", light=True))
     p = light_pattern(m.cfg.max_len)
-    assert m.blocks[0].attn.window == p["window"] and m.blocks[0].attn.dilation == p["dilation"]
+    assert m.blocks[0].attn.pattern == p and p.sparse
 
 
 def test_shared_relative_bias_across_layers():

@@ -1,0 +1,227 @@
+"""Parity of the Triton kernels (backend="triton") with the reference: outputs and all five
+gradients on generated cases (hypothesis: lengths incl. 0 and 1, targets, patterns, heads, head
+dims, dtypes, bias terms) plus explicit edge cases. On CPU the kernels run under the Triton
+interpreter; with CUDA present the same tests also run compiled."""
+import pytest
+import torch
+from hypothesis import example, given, settings
+
+import suan_kernels as sk
+from suan_kernels.ops.unified_attention import AttentionPattern
+from support.closeness import assert_close_or_as_pytorch
+from support.jagged import DEVICES, GRAD_NAMES, as_call, call, detached_copy, make_inputs
+from support.strategies import OpCase, examples, op_cases
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+
+
+def _reference(inputs, pattern, compute_dtype=None, **kw):
+    """The reference op on a fresh copy of ``inputs``: (copy, out, lse [T, H])."""
+    from suan_kernels.ops.unified_attention.reference import unified_attention_reference
+    from suan_kernels.ops.unified_attention.validation import check_values
+
+    copy = detached_copy(inputs)
+    c = as_call(copy, pattern, scale=kw.get("scale"))
+    if c.q.shape[0] == 0:  # no tokens: the op's own empty output
+        out = call(sk.unified_attention, copy, backend="reference", window=pattern.window,
+                   dilation=pattern.dilation, num_global=pattern.num_global, **kw)
+        return copy, out, out.new_zeros((0, out.shape[1]), dtype=torch.float32)
+    out, lse = unified_attention_reference(c, *check_values(c), compute_dtype=compute_dtype, return_lse=True)
+    return copy, out, lse
+
+
+def run_parity(inputs, dtype, pattern=AttentionPattern(), grads=True, seed=0, **kw):
+    """Triton against the reference on ``inputs``: the output, then every gradient.
+
+    The kernels, like FlashAttention, take Delta_i = dO_i . O_i from their stored output (in the
+    input dtype); their gradients are then exactly those of ``sum(dO * O) + sum(c * LSE)`` with
+    c_i = dO_i . (O_i - O~_i), which the expected gradients include (zero in exact arithmetic,
+    an input-dtype rounding otherwise: it matters where the exact result cancels, as in the
+    bias-table gradients). In half precision a third run, the reference computed in that dtype,
+    gives the fallback criterion of ``assert_close_or_as_pytorch``."""
+    pat = dict(window=pattern.window, dilation=pattern.dilation, num_global=pattern.num_global)
+    out = call(sk.unified_attention, inputs, backend="triton", **pat, **kw)
+    ref_inputs, ref, ref_lse = _reference(inputs, pattern, **kw)
+    half = dtype in (torch.float16, torch.bfloat16)
+    lp_inputs, lp, _ = _reference(inputs, pattern, dtype, **kw) if half else (ref_inputs, ref, None)
+    assert out.dtype == inputs["q"].dtype
+    assert_close_or_as_pytorch(out, ref, lp, dtype, "out")
+    if not grads:
+        return
+    g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    names = [n for n in GRAD_NAMES if inputs.get(n) is not None and inputs[n].requires_grad]
+    c = (g.float() * (ref.detach().float() - out.detach().float())).sum(-1)  # [T, H]
+
+    def grads_of(loss, src):
+        return torch.autograd.grad(loss, [src[n] for n in names], allow_unused=True)
+
+    got = grads_of((out.float() * g.float()).sum(), inputs)
+    exp = grads_of((ref.float() * g.float()).sum() + (c * ref_lse.float()).sum(), ref_inputs)
+    low = grads_of((lp.float() * g.float()).sum(), lp_inputs) if half else exp
+    for name, a, b, lo in zip(names, got, exp, low):
+        if b is None:  # the reference's output does not depend on it: zero (up to rounding) or None
+            if a is not None:
+                zero = torch.zeros_like(a)
+                assert_close_or_as_pytorch(a, zero, zero if lo is None else lo, dtype, f"d{name}")
+            continue
+        assert a is not None, f"d{name} missing"
+        assert_close_or_as_pytorch(a, b, b if lo is None else lo, dtype, f"d{name}")
+
+
+def _case(lengths, targets, **kw) -> OpCase:
+    return OpCase(tuple(lengths), tuple(targets), **kw)
+
+
+SPARSE = AttentionPattern
+EDGE_CASES = [
+    _case([1], [0], heads=1),  # a single token
+    _case([1, 1, 1], [1, 0, 1]),  # length-1 sequences, target-only rows
+    _case([17, 0, 33, 5], [0, 0, 3, 5], head_dim=32, value_dim=16),  # ragged blocks, empty, all targets
+    _case([40, 9], [7, 2], heads=4, value_dim=32, dtype=F16),  # dv > dh
+    _case([31, 16, 2], [1, 16, 0], heads=3, head_dim=64, value_dim=64, dtype=BF16),
+    _case([21, 6], [2, 1], heads=1, head_dim=128, value_dim=128),
+    _case([21, 6], [2, 1], heads=1, head_dim=8, value_dim=24),
+    _case([19, 3, 1], [2, 0, 1], heads=16, value_dim=32, pattern=SPARSE(5, 3)),  # many heads
+    _case([50, 3, 0, 37, 1], [4, 3, 0, 0, 0], pattern=SPARSE(window=1)),
+    _case([50, 3, 0, 37, 1], [4, 3, 0, 0, 0], pattern=SPARSE(dilation=1000)),
+    _case([50, 3, 0, 37, 1], [4, 3, 0, 0, 0], pattern=SPARSE(5, 6, 17)),
+    _case([45, 20], [2, 5], head_dim=32, dtype=BF16, pattern=SPARSE(4, 5, 2)),
+    _case([19, 24], [3, 1], with_pos=False, with_time=False),  # no bias
+    _case([19, 24], [3, 1], with_timestamps=False),
+    _case([19, 24], [3, 1], ts_float=True, num_positions=1, scale=0.21),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=examples(40))
+@given(case=op_cases())
+@example(case=EDGE_CASES[0])
+@example(case=EDGE_CASES[1])
+@example(case=EDGE_CASES[2])
+@example(case=EDGE_CASES[3])
+@example(case=EDGE_CASES[4])
+@example(case=EDGE_CASES[5])
+@example(case=EDGE_CASES[6])
+@example(case=EDGE_CASES[7])
+@example(case=EDGE_CASES[8])
+@example(case=EDGE_CASES[9])
+@example(case=EDGE_CASES[10])
+@example(case=EDGE_CASES[11])
+@example(case=EDGE_CASES[12])
+@example(case=EDGE_CASES[13])
+@example(case=EDGE_CASES[14])
+def test_triton_matches_reference(device, case):
+    run_parity(case.inputs(device), case.dtype, case.pattern, seed=case.seed, scale=case.scale)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_k_candidates_one_pass_equal_single_passes(device):
+    n, K = 37, 6
+    inputs = make_inputs([n + K], [K], device=device)
+    out = call(sk.unified_attention, inputs, backend="triton", window=5, dilation=3)
+    for t in range(K):
+        rows = torch.cat([torch.arange(n), torch.tensor([n + t])]).to(device)
+        single = sk.unified_attention(
+            inputs["q"][rows], inputs["k"][rows], inputs["v"][rows], torch.tensor([0, n + 1], device=device),
+            inputs["timestamps"][rows], torch.tensor([1], device=device), inputs["w_pos"], inputs["w_time"],
+            num_buckets=inputs["num_buckets"], window=5, dilation=3, backend="triton")
+        assert (single[n] - out[n + t]).abs().max() < 1e-5
+        assert (single[:n] - out[:n]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bias_gradients_are_deterministic(device):
+    inputs = make_inputs([60, 33], [3, 2], device=device, requires_grad=True)
+    results = []
+    for _ in range(2):
+        out = call(sk.unified_attention, inputs, backend="triton", window=6, dilation=4)
+        results.append(torch.autograd.grad(out.sum(), [inputs["w_pos"], inputs["w_time"]]))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float_atomics_mode_matches(device):
+    inputs = make_inputs([30, 12], [2, 2], device=device, requires_grad=True)
+    sk.set_bias_grad_mode("float")
+    try:
+        run_parity(inputs, torch.float32, AttentionPattern(window=4))
+    finally:
+        sk.set_bias_grad_mode("fixed")
+    with pytest.raises(ValueError, match="mode"):
+        sk.set_bias_grad_mode("fast")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_many_sequences_per_call(device):
+    lengths = [int(x) for x in torch.randint(0, 12, (150,))]
+    targets = [min(1, x) for x in lengths]
+    inputs = make_inputs(lengths, targets, heads=1, head_dim=16, device=device, requires_grad=True)
+    run_parity(inputs, torch.float32)
+
+
+def test_invalid_offsets_raise_on_triton_backend():
+    inputs = make_inputs([5, 5], [1, 0])
+    inputs["offsets"] = torch.tensor([0, 6, 4])
+    with pytest.raises(ValueError, match="offsets"):
+        call(sk.unified_attention, inputs, backend="triton")
+    inputs = make_inputs([5, 5], [1, 0])
+    inputs["num_targets"] = torch.tensor([6, 0])
+    with pytest.raises(ValueError, match="num_targets"):
+        call(sk.unified_attention, inputs, backend="triton")
+
+
+def test_auto_backend_on_cpu_runs_reference(monkeypatch):
+    from suan_kernels.ops.unified_attention import function
+
+    called = []
+    monkeypatch.setattr(function, "unified_attention_triton", lambda *a, **k: called.append(1))
+    inputs = make_inputs([5, 5], [1, 0])
+    call(sk.unified_attention, inputs)
+    assert not called
+    call(sk.unified_attention, inputs, backend="triton")
+    assert called
+
+
+def test_custom_ops_fake_and_real_agree():
+    """torch.library.opcheck: schema, fake (meta) vs real outputs; the fakes describe the real outputs."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from support.jagged import as_call
+
+    inputs = make_inputs([9, 4], [1, 2], heads=2, head_dim=16, requires_grad=True)
+    tensors, nb, pattern, scale = as_call(inputs, AttentionPattern(3, 2, 1), scale=0.25).flat()
+    args = [tensors, nb, pattern, scale]
+    torch.library.opcheck(torch.ops.suan.unified_attention_fwd.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+    out, lse = torch.ops.suan.unified_attention_fwd(*args)
+    do = torch.randn_like(out)
+    bwd_args = [do, out, lse, tensors, nb, pattern, scale, [True] * 5]
+    torch.library.opcheck(torch.ops.suan.unified_attention_bwd.default, bwd_args,
+                          test_utils=("test_schema", "test_faketensor"))
+    grads = torch.ops.suan.unified_attention_bwd(*bwd_args)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fake_out, fake_lse = torch.ops.suan.unified_attention_fwd(*args)
+        fake_grads = torch.ops.suan.unified_attention_bwd(*bwd_args)
+    assert (fake_out.shape, fake_out.dtype, fake_lse.shape, fake_lse.dtype) == (out.shape, out.dtype, lse.shape,
+                                                                                 lse.dtype)
+    assert [(g.shape, g.dtype) for g in fake_grads] == [(g.shape, g.dtype) for g in grads]
+
+
+def test_compiles_without_graph_breaks():
+    """A layer using the fused op compiles with fullgraph=True (the custom ops are opaque)."""
+    torch._dynamo.reset()
+    layer = sk.FusedUnifiedAttention(32, 2, num_positions=16, num_buckets=16)
+    inputs = make_inputs([11, 6], [2, 1], heads=2, head_dim=16)
+    x = torch.randn(17, 32, requires_grad=True)
+
+    def fn(x):
+        return layer(x, inputs["offsets"], inputs["timestamps"], inputs["num_targets"])
+
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    ref = fn(x)
+    torch.testing.assert_close(out, ref)
+    g1 = torch.autograd.grad(out.sum(), x)[0]
+    g2 = torch.autograd.grad(fn(x).sum(), x)[0]
+    torch.testing.assert_close(g1, g2)
