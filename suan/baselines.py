@@ -13,8 +13,6 @@ comparison uses the same grade sizes.
 """
 from __future__ import annotations
 
-from typing import Dict, Type
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +24,7 @@ from .batch import Batch, TokenLayout
 from .config import ModelConfig
 from .embeddings import DenseFeatures, FieldEmbeddings
 from .models import PredictionHead, count_parameters
+from .registry import register_model
 
 
 class _Base(nn.Module):
@@ -69,6 +68,7 @@ class _Base(nn.Module):
         return hist * valid[..., None], valid
 
 
+@register_model("dnn", "pooled DNN: mean of the behavior tokens, no order or timing")
 class PooledDNN(_Base):
     """Mean of the behavior tokens, the candidate token, features -> MLP."""
 
@@ -85,6 +85,7 @@ class PooledDNN(_Base):
         return self._head(pooled.index_select(0, tseq), x.index_select(0, layout.target_rows), feats, dense, tseq)
 
 
+@register_model("din", "DIN: target attention with DIN's activation unit")
 class DIN(_Base):
     """Deep Interest Network: activation-unit weights over behaviors for each candidate."""
 
@@ -105,6 +106,7 @@ class DIN(_Base):
         return self._head(pooled, tgt, feats, dense, tseq)
 
 
+@register_model("bst", "BST: a transformer encoder over [behaviors, candidate]")
 class BST(_Base):
     """Behavior Sequence Transformer: [behaviors, candidate] through a transformer encoder."""
 
@@ -161,6 +163,7 @@ class HSTULayer(nn.Module):
         return x + self.dropout(self.o(self.out_norm(y) * u))
 
 
+@register_model("hstu", "HSTU-style: pointwise SiLU attention with relative bias, U-gating")
 class HSTU(_Base):
     """HSTU-style stack over ``[behaviors, candidates]`` per sample (padded), candidate outputs -> MLP."""
 
@@ -185,13 +188,3 @@ class HSTU(_Base):
         tseq = layout.target_seq
         z = torch.cat([tgt, feats.flatten(1).index_select(0, tseq), dense.index_select(0, tseq)], -1)
         return self.head(z).float()
-
-
-MODELS: Dict[str, Type[nn.Module]] = {"dnn": PooledDNN, "din": DIN, "bst": BST, "hstu": HSTU}
-
-
-def build(name: str, cfg: ModelConfig) -> nn.Module:
-    try:
-        return MODELS[name](cfg)
-    except KeyError:
-        raise ValueError(f"model: unknown {name!r}; known: suan, lightsuan, {', '.join(MODELS)}") from None

@@ -107,7 +107,9 @@ def _train_config(args, distill: bool):
 
     d = TrainConfig().to_dict()
     if distill:
-        d.update(teacher="g2", grade="g0", distill_lambda=4.0, temperature=2.0, distill_warmup_steps=500)
+        from .defaults import DISTILL
+
+        d.update(teacher=DISTILL.teacher, grade=DISTILL.student, **DISTILL.train_settings())
     if args.config:
         with open(args.config) as f:
             file_cfg = json.load(f)
@@ -186,11 +188,10 @@ def cmd_data(args) -> int:
     if args.data_command == "generate":
         import dataclasses as dc
 
-        from .data.synthetic import PRESETS, generate
+        from .data.synthetic import generate
+        from .defaults import DATA_PRESETS, preset
 
-        if args.preset not in PRESETS:
-            raise ValueError(f"preset: unknown {args.preset!r}; known: {sorted(PRESETS)}")
-        cfg = dc.replace(PRESETS[args.preset], seed=args.seed)
+        cfg = dc.replace(preset(DATA_PRESETS, args.preset, "preset"), seed=args.seed)
         if args.users:
             cfg = dc.replace(cfg, num_users=args.users)
         store = generate(args.out, cfg, progress=True)
@@ -245,6 +246,9 @@ def cmd_score(args) -> int:
 
 # ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .compare import all_models
+    from .defaults import COMPARE_PRESETS, DATA_PRESETS, DEMO, SCALING_PRESETS
+
     p = argparse.ArgumentParser(prog="suan", description="SUAN / LightSUAN CTR models on unified attention kernels")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -255,9 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job: LightSUAN alone vs SUAN teacher + distilled LightSUAN")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--preset", default="demo", help="synthetic data preset")
+    demo.add_argument("--preset", default=DEMO.data_preset, choices=list(DATA_PRESETS), help="synthetic data preset")
     demo.add_argument("--data", default=None, help="another dataset spec instead, e.g. movielens-100k")
-    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--epochs", type=int, default=DEMO.epochs)
     demo.add_argument("--data-dir", default=None, help="data cache folder (default $SUAN_DATA or ~/.cache/suan)")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--strict", action="store_true", help="exit 1 unless teacher and distilled student beat "
@@ -272,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.set_defaults(func=lambda a: cmd_train(a, distill=True))
 
     scl = sub.add_parser("scaling", help="grade x data-size sweep, power-law fits, plots (resumable)")
-    scl.add_argument("--preset", default="smoke", choices=["smoke", "cpu", "gpu"])
+    scl.add_argument("--preset", default="smoke", choices=list(SCALING_PRESETS))
     scl.add_argument("--out", default="runs/scaling")
     scl.add_argument("--distill", action="store_true", help="also the distillation curve over teacher grades")
     scl.add_argument("--data", default=None)
@@ -287,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser("compare", help="SUAN / LightSUAN against DNN, DIN, BST and HSTU-style baselines")
     cp.add_argument("--data", default=None, help="dataset spec (default: the preset's synthetic data)")
-    cp.add_argument("--preset", default="smoke", choices=["smoke", "full"])
-    cp.add_argument("--models", nargs="+", default=None)
+    cp.add_argument("--preset", default="smoke", choices=list(COMPARE_PRESETS))
+    cp.add_argument("--models", nargs="+", default=None, choices=all_models(), metavar="MODEL",
+                    help=f"models to compare (default all: {', '.join(all_models())})")
     cp.add_argument("--seeds", type=int, nargs="+", default=None)
     cp.add_argument("--epochs", type=int, default=None)
     cp.add_argument("--grade", default=None)
@@ -303,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate, build, fetch or inspect datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)
     gen = dsub.add_parser("generate", help="generate synthetic data")
-    gen.add_argument("--preset", default="demo")
+    gen.add_argument("--preset", default="demo", choices=list(DATA_PRESETS))
     gen.add_argument("--users", type=int, default=None)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", required=True)

@@ -18,37 +18,23 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from .defaults import COMPARE_PRESETS, DISTILL, ComparePreset, preset as choose_preset
 from .latency import median_test_request, random_candidates, time_call
+from .registry import model_names
 from .train import TrainConfig, open_data, short_run, train
 
-ALL_MODELS = ("dnn", "din", "bst", "hstu", "suan", "lightsuan", "lightsuan-distilled")
+RECIPES = ("lightsuan-distilled",)  # training recipes compared beside the registered models
 
 
-@dataclasses.dataclass
-class ComparePreset:
-    data: str
-    grade: str = "g1"
-    teacher_grade: str = "g2"
-    epochs: int = 1
-    batch_size: int = 128
-    max_len: int = 30
-    lr_grid: Sequence[float] = (1e-3, 3e-3)
-    tune_samples: Optional[int] = 20000  # the grid runs on this many training samples (seed 0)
-    seeds: Sequence[int] = (0, 1, 2)
-    models: Sequence[str] = ALL_MODELS
-
-
-PRESETS = {
-    "smoke": ComparePreset(data="synthetic:compare"),
-    "full": ComparePreset(data="synthetic:demo", epochs=2, lr_grid=(5e-4, 1e-3, 3e-3), seeds=(0, 1, 2, 3, 4)),
-}
-
-DISTILL = {"distill_lambda": 4.0, "temperature": 2.0, "distill_warmup_steps": 300}
+def all_models() -> List[str]:
+    """Every model of the comparison: the registry's (baselines first), then the recipes."""
+    return model_names() + list(RECIPES)
 
 
 def distill_config(teacher: str, **settings) -> TrainConfig:
-    """A LightSUAN student trained with online distillation from a SUAN ``teacher`` grade (DISTILL)."""
-    return TrainConfig(model="lightsuan", teacher=teacher, teacher_overrides={"dropout": 0.0}, **DISTILL, **settings)
+    """A LightSUAN student trained with online distillation from a SUAN ``teacher`` grade."""
+    return TrainConfig(model="lightsuan", teacher=teacher, teacher_overrides={"dropout": 0.0},
+                       **DISTILL.train_settings(), **settings)
 
 
 def _train_one(name: str, store, p: ComparePreset, lr: float, seed: int, out: str, progress: bool,
@@ -85,14 +71,16 @@ def _inference_ms(model, store, max_len: int, K: int = 100) -> float:
 def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str]] = None, preset: str = "smoke",
                 seeds: Optional[Sequence[int]] = None, data_dir: Optional[str] = None, progress: bool = False,
                 **overrides) -> dict:
-    p = dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    p = dataclasses.replace(choose_preset(COMPARE_PRESETS, preset, "preset"),
+                            **{k: v for k, v in overrides.items() if v is not None})
     if data:
         p = dataclasses.replace(p, data=data)
+    known = all_models()
     if models:
-        unknown = set(models) - set(ALL_MODELS)
+        unknown = set(models) - set(known)
         if unknown:
-            raise ValueError(f"models: unknown {sorted(unknown)}; known: {list(ALL_MODELS)}")
-        p = dataclasses.replace(p, models=tuple(models))
+            raise ValueError(f"models: unknown {sorted(unknown)}; known: {', '.join(known)}")
+    p = dataclasses.replace(p, models=tuple(models or p.models or known))
     if seeds:
         p = dataclasses.replace(p, seeds=tuple(seeds))
     t0 = time.perf_counter()

@@ -14,16 +14,12 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from .defaults import DEMO, DISTILL
 from .latency import median_test_request, random_candidates, time_call
 from .train import TrainConfig, open_data, short_run, train
 
-STUDENT_GRADE = "g0"
-TEACHER_GRADE = "g2"
-STUDENT_LEN = 30  # the light model reads the 30 most recent behaviors
-TEACHER_LEN = 50  # the teacher, a higher grade, reads 50
-# Distillation settings tuned on seeds 0 and 1 of the demo data (see README): the soft labels
-# carry 4x the weight of the clicks once the teacher has trained for an epoch.
-DISTILL_LAMBDA, DISTILL_T, DISTILL_WARMUP = 4.0, 2.0, 500
+STUDENT_GRADE, TEACHER_GRADE = DEMO.student_grade, DEMO.teacher_grade
+STUDENT_LEN, TEACHER_LEN = DEMO.student_len, DEMO.teacher_len
 
 
 def _common(epochs: int, seed: int, progress: bool) -> dict:
@@ -102,7 +98,7 @@ def run_demo(out_dir: str, seed: int = 0, preset: str = "demo", epochs: int = 2,
     print(f"[2/2] SUAN {TEACHER_GRADE} teacher + LightSUAN {STUDENT_GRADE} student, online distillation", flush=True)
     dist = train(TrainConfig(model="lightsuan", grade=STUDENT_GRADE, teacher=TEACHER_GRADE,
                              teacher_overrides={"dropout": 0.0, "max_len": TEACHER_LEN},
-                             distill_lambda=DISTILL_LAMBDA, temperature=DISTILL_T, distill_warmup_steps=DISTILL_WARMUP,
+                             **DISTILL.train_settings(),
                              out_dir=os.path.join(out_dir, "distill"), **common), store)
 
     models = {

@@ -1,6 +1,7 @@
 """SUAN and LightSUAN (SPEC sections 3-5)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import torch
@@ -12,6 +13,7 @@ from .batch import Batch, TokenLayout, collate
 from .config import ModelConfig
 from .embeddings import DenseFeatures, FieldEmbeddings
 from .nn import GlobalBatchNorm1d
+from .registry import register_model
 from .uab import UnifiedAttentionBlock
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,6 +67,7 @@ def count_parameters(model: nn.Module) -> Dict[str, int]:
     return {"total": total, "embedding": total - nonemb, "non_embedding": nonemb}
 
 
+@register_model("suan", "SUAN: stacked unified attention blocks (dense self-attention)", family="suan")
 class SUAN(nn.Module):
     """Stacked Unified Attention Network: field embeddings -> L UABs -> MLP head, one logit per target.
 
@@ -178,6 +181,19 @@ class _eval:
         self.model.train(self.was_training)
 
 
+def _light_config(cfg: ModelConfig, given: dict) -> ModelConfig:
+    """LightSUAN's default pattern for the config's length where none is given (fields given
+    explicitly, e.g. only ``num_global``, are kept)."""
+    if cfg.sparse:
+        return cfg
+    from .config import light_pattern
+
+    fields = ("window", "dilation", "num_global")
+    return cfg.with_pattern(dataclasses.replace(light_pattern(cfg.max_len), **{k: given[k] for k in fields if k in given}))
+
+
+@register_model("lightsuan", "LightSUAN: sparse self-attention (window / dilation / globals), one-pass scoring",
+                family="suan", prepare=_light_config)
 class LightSUAN(SUAN):
     """SUAN with sparse self-attention (window / dilation / global tokens) for serving.
 

@@ -26,34 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import GRADE_BY_NAME, get_grade
-
-
-@dataclass
-class ScalingPreset:
-    data: str
-    grades: Sequence[str]
-    data_sizes: Sequence[int]
-    max_len: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    student_grade: str = "g0"
-    distill_teachers: Sequence[str] = ()
-    distill_size: Optional[int] = None  # the D of the distillation curve (default: largest)
-    note: str = ""
-
-
-PRESETS = {
-    "smoke": ScalingPreset(data="synthetic:demo", grades=("g0", "g1", "g2", "g3"),
-                           data_sizes=(8000, 16000, 32000, 64000), distill_teachers=("g1", "g2"), distill_size=64000,
-                           note="under 15 minutes on a 2-core CPU"),
-    "cpu": ScalingPreset(data="synthetic:small", grades=("g0", "g1", "g2", "g3", "g4"),
-                         data_sizes=(10000, 30000, 100000, 300000), distill_teachers=("g1", "g2", "g3", "g4"),
-                         distill_size=100000, note="a few hours on a 2-core CPU"),
-    "gpu": ScalingPreset(data="synthetic:large", grades=("g0", "g1", "g2", "g3", "g4", "g5", "g6"),
-                         data_sizes=(100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 20_000_000),
-                         max_len=256, batch_size=1024, lr=5e-4, distill_teachers=("g1", "g2", "g3", "g4", "g5", "g6"),
-                         distill_size=3_000_000, note="grades spanning 4000x parameters, data 200x; not yet timed on an H200"),
-}
+from .defaults import SCALING_PRESETS, ScalingPreset, preset as choose_preset
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,9 +181,7 @@ def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data
                 data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200) -> dict:
     from .train import open_data
 
-    if preset not in PRESETS:
-        raise ValueError(f"preset: one of {sorted(PRESETS)}, got {preset!r}")
-    p = PRESETS[preset]
+    p = choose_preset(SCALING_PRESETS, preset, "preset")
     if data:
         p = dataclasses.replace(p, data=data)
     for g in list(p.grades) + list(p.distill_teachers) + [p.student_grade]:

@@ -103,27 +103,10 @@ def short_run(**settings) -> dict:
 # Models
 # ----------------------------------------------------------------------------------------------
 def build_model(kind: str, grade: str, schema, max_len: Optional[int], overrides: Optional[dict] = None) -> nn.Module:
-    """``kind``: suan | lightsuan | a baseline name of ``suan.baselines``."""
-    from .models import SUAN, LightSUAN
+    """A model of ``suan.registry`` (suan, lightsuan or a baseline) at a grade."""
+    from .registry import build_model as build
 
-    kw = dict(overrides or {})
-    if max_len is not None:
-        kw.setdefault("max_len", max_len)
-    kind = kind.lower()
-    if kind == "suan":
-        return SUAN(config_for_grade(grade, schema=schema, **kw))
-    if kind == "lightsuan":
-        cfg = config_for_grade(grade, schema=schema, **kw)
-        if not cfg.sparse:
-            from .config import light_pattern
-
-            fields = ("window", "dilation", "num_global")
-            cfg = cfg.with_pattern(dataclasses.replace(light_pattern(cfg.max_len),
-                                                       **{k: kw[k] for k in fields if k in kw}))
-        return LightSUAN(cfg)
-    from . import baselines
-
-    return baselines.build(kind, config_for_grade(grade, schema=schema, **kw))
+    return build(kind, grade, schema, max_len, overrides)
 
 
 class DistillPair(nn.Module):

@@ -26,8 +26,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..config import FieldSpec, Schema
-from .real import BadRows, Interactions, _Ids, _require_rows, build_store
-from .registry import cache_root
+from .real import BadRows, Interactions, IdMap, require_rows, build_store
+from .paths import cache_root
 from .store import Store
 
 WHEEL = "recbole==1.2.1"
@@ -179,8 +179,8 @@ def build_ctr(folder: str, out_dir: str, seed: int = 0, prefix: str = "ml-100k")
     item_cols = read_atomic(os.path.join(folder, f"{prefix}.item"))
     user_cols = read_atomic(os.path.join(folder, f"{prefix}.user"))
     genre_of = {i: (g[0] if g else "(none)") for i, g in zip(item_cols["item_id"], item_cols.get("class", []))}
-    users, movies, genres = _Ids(), _Ids(), _Ids()
-    genders, occs = _Ids(), _Ids()
+    users, movies, genres = IdMap(), IdMap(), IdMap()
+    genders, occs = IdMap(), IdMap()
     profile = {}
     for u, a, g, o in zip(user_cols["user_id"], user_cols["age"], user_cols["gender"], user_cols["occupation"]):
         profile[u] = (_age_bucket(int(a)), genders(g), occs(o))
@@ -192,7 +192,7 @@ def build_ctr(folder: str, out_dir: str, seed: int = 0, prefix: str = "ml-100k")
             continue
         inter.append(users(u), int(t), {"item": movies(m), "genre": genres(genre_of.get(m, "(unknown)")),
                                         "action": int(round(r))}, label=float(r >= 4))
-    _require_rows(inter, bad, len(inter_cols["user_id"]))
+    require_rows(inter, bad, len(inter_cols["user_id"]))
     uf = {k: np.zeros(users.vocab, dtype=np.int64) for k in ("age", "gender", "occupation")}
     for raw, uid in users.map.items():
         a, g, o = profile[raw]

@@ -55,8 +55,8 @@ class BadRows:
         return f"{self.path}: {self.count} bad rows of {total} skipped:\n  {head}{more}"
 
 
-class _Ids:
-    """Raw id -> contiguous id starting at 1 (0 = padding / unknown)."""
+class IdMap:
+    """Raw id -> contiguous id starting at 1 (0 = padding / unknown); shared by every loader."""
 
     def __init__(self):
         self.map: Dict = {}
@@ -93,7 +93,8 @@ class Interactions:
         return len(self.user)
 
 
-def _require_rows(inter: Interactions, bad: BadRows, total: int) -> None:
+def require_rows(inter: Interactions, bad: BadRows, total: int) -> None:
+    """Print the bad-row report; refuse a file with no usable row (ValueError naming it)."""
     print(bad.report(total), flush=True)
     if len(inter) == 0:
         raise ValueError(f"{bad.path}: no usable rows ({bad.count} bad rows of {total}); "
@@ -187,7 +188,7 @@ TAOBAO_ACTIONS = {"pv": 1, "cart": 2, "fav": 3, "buy": 4}
 
 def build_taobao(path: str, out_dir: str, seed: int = 0, negatives: int = 1, max_rows: Optional[int] = None) -> Store:
     bad = BadRows(path)
-    users, items, cats = _Ids(), _Ids(), _Ids()
+    users, items, cats = IdMap(), IdMap(), IdMap()
     inter = Interactions()
     item_cat: Dict[int, int] = {}
     total = 0
@@ -215,7 +216,7 @@ def build_taobao(path: str, out_dir: str, seed: int = 0, negatives: int = 1, max
             iid, cid = items(it), cats(c)
             item_cat[iid] = cid
             inter.append(users(u), t, {"item": iid, "category": cid, "action": TAOBAO_ACTIONS[b]})
-    _require_rows(inter, bad, total)
+    require_rows(inter, bad, total)
     schema = Schema(
         behavior_fields=(FieldSpec("item", items.vocab), FieldSpec("category", cats.vocab), FieldSpec("action", 5)),
         target_fields=("item", "category"),
@@ -294,11 +295,11 @@ def build_movielens(path: str, out_dir: str, seed: int = 0) -> Store:
     genres_of = _read_movies(folder)
     users_meta = _read_users_ml1m(folder)
     bad = BadRows(path)
-    users, movies, genres = _Ids(), _Ids(), _Ids()
+    users, movies, genres = IdMap(), IdMap(), IdMap()
     inter = Interactions()
     movie_genre: Dict[int, int] = {}
     gender_of, age_of, occ_of = {}, {}, {}
-    genders, ages, occs = _Ids(), _Ids(), _Ids()
+    genders, ages, occs = IdMap(), IdMap(), IdMap()
     total = 0
     for total, (line_no, u, m, rating, t) in enumerate(_movielens_rows(path, bad), start=1):
         mid = movies(m)
@@ -310,7 +311,7 @@ def build_movielens(path: str, out_dir: str, seed: int = 0) -> Store:
             gender_of[uid], age_of[uid], occ_of[uid] = genders(gd), ages(ag), occs(oc)
         inter.append(uid, t, {"item": mid, "genre": g, "action": int(round(rating))}, label=float(rating >= 4))
     total += bad.count
-    _require_rows(inter, bad, total)
+    require_rows(inter, bad, total)
     feature_fields = [FieldSpec("hour", 25), FieldSpec("weekday", 8)]
     user_features = None
     if users_meta:
@@ -337,7 +338,7 @@ def build_movielens(path: str, out_dir: str, seed: int = 0) -> Store:
 # ----------------------------------------------------------------------------------------------
 def build_amazon(path: str, out_dir: str, seed: int = 0, negatives: int = 1) -> Store:
     bad = BadRows(path)
-    users, items = _Ids(), _Ids()
+    users, items = IdMap(), IdMap()
     inter = Interactions()
     total = 0
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -373,7 +374,7 @@ def build_amazon(path: str, out_dir: str, seed: int = 0, negatives: int = 1) -> 
                 bad.add(line_no, "rating or time is not a number")
                 continue
             inter.append(users(str(u)), t, {"item": items(str(it)), "action": max(1, min(5, int(round(rating))))})
-    _require_rows(inter, bad, total)
+    require_rows(inter, bad, total)
     schema = Schema(
         behavior_fields=(FieldSpec("item", items.vocab), FieldSpec("action", 6)),
         target_fields=("item",),

@@ -15,13 +15,8 @@ import hashlib
 import os
 from typing import Optional
 
+from .paths import cache_root
 from .store import Store
-
-
-def cache_root(data_dir: Optional[str] = None) -> str:
-    root = data_dir or os.environ.get("SUAN_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "suan")
-    os.makedirs(root, exist_ok=True)
-    return root
 
 
 def _file_key(path: str) -> str:
@@ -35,14 +30,15 @@ def open_dataset(spec: str, data_dir: Optional[str] = None, seed: int = 0, max_l
         return Store(spec)
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
-        from .synthetic import PRESETS, load_or_generate
-
-        preset = arg or "demo"
-        if preset not in PRESETS:
-            raise ValueError(f"data: unknown synthetic preset {preset!r}; known: {sorted(PRESETS)}")
         import dataclasses
 
-        cfg = dataclasses.replace(PRESETS[preset], seed=seed)
+        from ..defaults import DATA_PRESETS
+        from .synthetic import load_or_generate
+
+        preset = arg or "demo"
+        if preset not in DATA_PRESETS:
+            raise ValueError(f"data: unknown synthetic preset {preset!r}; known: {', '.join(DATA_PRESETS)}")
+        cfg = dataclasses.replace(DATA_PRESETS[preset], seed=seed)
         return load_or_generate(os.path.join(cache_root(data_dir), f"synthetic-{preset}-seed{seed}"), cfg)
     if kind in ("taobao", "movielens", "amazon"):
         from . import real

@@ -78,16 +78,6 @@ class SyntheticConfig:
         )
 
 
-PRESETS = {
-    "tiny": SyntheticConfig(num_users=2000, requests_per_user=8, num_items=300, num_categories=20),
-    "demo": SyntheticConfig(num_users=6000, requests_per_user=14, num_items=2000, num_categories=30),
-    "compare": SyntheticConfig(num_users=2500, requests_per_user=14, num_items=2000, num_categories=30),
-    "small": SyntheticConfig(num_users=20000, requests_per_user=15),
-    "medium": SyntheticConfig(num_users=200000, requests_per_user=20),
-    "large": SyntheticConfig(num_users=1000000, requests_per_user=25, chunk_users=5000),
-}
-
-
 class _World:
     """Items, categories, transitions and affinities: everything shared by all users."""
 

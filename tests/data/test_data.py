@@ -10,7 +10,8 @@ from suan.data.loader import build_batch, make_loader
 from suan.data.real import BUILDERS
 from suan.data.registry import open_dataset
 from suan.data.store import Store
-from suan.data.synthetic import PRESETS, SyntheticConfig, generate
+from suan.data.synthetic import SyntheticConfig, generate
+from suan.defaults import DATA_PRESETS as PRESETS
 
 from support.fixture_files import write_amazon, write_movielens, write_movielens_csv, write_taobao
 

@@ -5,11 +5,17 @@ import pytest
 import torch
 
 from suan import collate, config_for_grade, random_batch
-from suan.baselines import MODELS, build
 from suan.data.loader import make_loader
+from suan.registry import get_model, model_names
+
+BASELINES = model_names("baseline")
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+def build(name, cfg):
+    return get_model(name).cls(cfg)
+
+
+@pytest.mark.parametrize("name", BASELINES)
 def test_forward_backward(name):
     torch.manual_seed(0)
     cfg = config_for_grade("g1", max_len=24)
@@ -23,7 +29,7 @@ def test_forward_backward(name):
     assert model.parameter_counts()["non_embedding"] > 0
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", BASELINES)
 def test_candidates_are_scored_independently(name):
     torch.manual_seed(0)
     cfg = config_for_grade("g1", max_len=24, dropout=0.0)
@@ -38,14 +44,21 @@ def test_candidates_are_scored_independently(name):
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown"):
-        build("xgboost", config_for_grade("g0"))
+    with pytest.raises(ValueError, match="unknown 'xgboost'; known: dnn, din, bst, hstu, suan, lightsuan"):
+        get_model("xgboost")
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+def test_registry_lists_every_model_once():
+    assert BASELINES == ["dnn", "din", "bst", "hstu"]
+    assert model_names() == BASELINES + ["suan", "lightsuan"]
+    assert model_names("suan") == ["suan", "lightsuan"]
+
+
+@pytest.mark.parametrize("name", BASELINES)
 def test_learns_a_tiny_problem(name, tmp_path):
     """Label = the candidate's category appears in the (last 20) behaviors."""
-    from suan.data.synthetic import PRESETS, generate
+    from suan.data.synthetic import generate
+    from suan.defaults import DATA_PRESETS as PRESETS
 
     store = generate(str(tmp_path / "d"), PRESETS["tiny"])
     torch.manual_seed(0)

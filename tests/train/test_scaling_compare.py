@@ -9,6 +9,7 @@ import pytest
 
 from suan import scaling
 from suan.compare import run_compare
+from suan.defaults import SCALING_PRESETS
 
 
 def test_power_law_fit_recovers_parameters():
@@ -34,7 +35,7 @@ def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
     preset = scaling.ScalingPreset(data="synthetic:tiny", grades=("g0", "g1", "g2"), data_sizes=(3000, 6000, 12000),
                                    max_len=16, batch_size=128, lr=3e-3, student_grade="g0", distill_teachers=("g1",),
                                    distill_size=6000)
-    monkeypatch.setitem(scaling.PRESETS, "test", preset)
+    monkeypatch.setitem(SCALING_PRESETS, "test", preset)
     out = str(tmp_path / "s")
     res = scaling.run_scaling(out, preset="test", distill=True, data_dir=str(tmp_path / "data"), n_boot=20)
     assert len(res["runs"]) == 9 and len(os.listdir(os.path.join(out, "runs"))) == 10

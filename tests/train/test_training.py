@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from suan.data.synthetic import PRESETS, generate
+from suan.data.synthetic import generate
+from suan.defaults import DATA_PRESETS as PRESETS
 from suan.train import NonFiniteLossError, TrainConfig, Trainer, distillation_loss, train
 
 TINY = dataclasses.replace(PRESETS["tiny"], num_users=150, chunk_users=80)

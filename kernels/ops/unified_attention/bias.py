@@ -119,7 +119,10 @@ def padded_mask_and_bias(offsets: Tensor, num_targets: Optional[Tensor], timesta
     n = (lengths - nt)[:, None, None]
     i, j = slot[None, :, None], slot[None, None, :]
     allowed = pair_allowed(pattern, i, j, n) & valid[:, :, None] & valid[:, None, :]
-    ts = None if timestamps is None else timestamps[rows]
+    if timestamps is None:
+        ts = None
+    else:  # padding slots read row 0; without any token there is nothing to read
+        ts = timestamps[rows] if timestamps.numel() else torch.zeros(rows.shape, dtype=timestamps.dtype, device=device)
     ts_i = None if ts is None else ts[:, :, None]
     ts_j = None if ts is None else ts[:, None, :]
     bias = pair_bias(i, j, n, ts_i, ts_j, w_pos, w_time, num_buckets)
