@@ -2,6 +2,11 @@
 
 Settings of ``train`` / ``distill`` come from the ``TrainConfig`` defaults, then a JSON config
 file (``--config``), then flags (``--epochs 3``, ``--set model_overrides.dropout=0.0``).
+
+Errors: a user error (a bad argument, path, file or value) exits with status 2 and one line
+``suan <command>: error: ...`` naming the argument or ``file:line``; an interrupted run exits with
+130 after saying where its state is. A traceback appears only for a bug, or with ``--debug`` /
+``SUAN_DEBUG=1``.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import typing
 from typing import List, Optional
 
 from .config import GRADES, config_for_grade
+from .errors import Interrupted, UserError
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,8 +67,9 @@ def cmd_latency(args) -> int:
                          cached=args.cached)
     print(format_latency(rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"grade": args.grade, "device": args.device, "rows": rows}, f, indent=2)
+        from .io import write_json
+
+        write_json(args.json, {"grade": args.grade, "device": args.device, "rows": rows})
     return 0
 
 
@@ -111,11 +118,22 @@ def _train_config(args, distill: bool):
 
         d.update(teacher=DISTILL.teacher, grade=DISTILL.student, **DISTILL.train_settings())
     if args.config:
-        with open(args.config) as f:
-            file_cfg = json.load(f)
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                file_cfg = json.load(f)
+        except FileNotFoundError:
+            raise UserError(f"config: {args.config} does not exist") from None
+        except IsADirectoryError:
+            raise UserError(f"config: {args.config} is a folder; expected a JSON file") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"config: {args.config}:{e.lineno}: not JSON ({e.msg})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"config: {args.config} is not UTF-8 text") from None
+        if not isinstance(file_cfg, dict):
+            raise UserError(f"config: {args.config} must hold a JSON object of settings")
         unknown = set(file_cfg) - set(d)
         if unknown:
-            raise ValueError(f"config: unknown keys {sorted(unknown)} in {args.config}")
+            raise UserError(f"config: unknown keys {sorted(unknown)} in {args.config}")
         d.update(file_cfg)
     for f in dataclasses.fields(TrainConfig):
         v = getattr(args, f.name, None)
@@ -131,14 +149,16 @@ def _train_config(args, distill: bool):
             pass
         head, _, tail = key.partition(".")
         if head not in d:
-            raise ValueError(f"--set: unknown setting {head!r}")
+            raise UserError(f"--set: unknown setting {head!r}")
         if tail:
+            if not isinstance(d[head], (dict, type(None))):
+                raise UserError(f"--set {key}: {head} is not a dict of settings")
             d[head] = dict(d[head] or {})
             d[head][tail] = value
         else:
             d[head] = value
     if distill and not d.get("teacher"):
-        raise ValueError("teacher: distill needs a teacher grade (--teacher g2)")
+        raise UserError("teacher: distill needs a teacher grade (--teacher g2)")
     return TrainConfig.from_dict(d)
 
 
@@ -224,6 +244,8 @@ def cmd_data(args) -> int:
 def cmd_export(args) -> int:
     from .serving import export_model, load_checkpoint_model
 
+    if os.path.isfile(args.out):
+        raise UserError(f"out: {args.out} is a file; give a folder for the export (it is created)")
     model = load_checkpoint_model(args.checkpoint, args.which)
     example = None
     if args.try_torch_export:
@@ -231,7 +253,7 @@ def cmd_export(args) -> int:
 
         b = random_batch(model.cfg.schema, 1, min(16, model.cfg.max_len), 4, min_len=4, seed=0)
         example = (b.sample(0), b.targets)
-    manifest = export_model(model, args.out, *(example or (None, None)))
+    manifest = export_model(model, args.out, *(example or (None, None)), inputs=[args.checkpoint])
     print(json.dumps(manifest, indent=2))
     return 0
 
@@ -250,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .defaults import COMPARE_PRESETS, DATA_PRESETS, DEMO, SCALING_PRESETS
 
     p = argparse.ArgumentParser(prog="suan", description="SUAN / LightSUAN CTR models on unified attention kernels")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors (also SUAN_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("grades", help="print the grade table (parameter counts per grade)")
@@ -352,13 +375,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("SUAN_DEBUG", "") not in ("", "0")
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"suan {args.command}: error: {e}", file=sys.stderr)
+    except Interrupted as e:
+        print(f"suan {args.command}: {e}", file=sys.stderr)
+        return Interrupted.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"suan {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        print(f"suan {args.command}: error: {' '.join(msg.split())}", file=sys.stderr)
         return 2
 
 

@@ -10,7 +10,6 @@ grade higher (the teacher is trained in the same run, its cost counts in that ro
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Dict, List, Optional, Sequence
@@ -19,8 +18,10 @@ import numpy as np
 import torch
 
 from .defaults import COMPARE_PRESETS, DISTILL, ComparePreset, preset as choose_preset
+from .io import write_json, write_text
 from .latency import median_test_request, random_candidates, time_call
 from .registry import model_names
+from .rundir import RunLock
 from .train import TrainConfig, open_data, short_run, train
 
 RECIPES = ("lightsuan-distilled",)  # training recipes compared beside the registered models
@@ -83,8 +84,12 @@ def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str
     p = dataclasses.replace(p, models=tuple(models or p.models or known))
     if seeds:
         p = dataclasses.replace(p, seeds=tuple(seeds))
+    with RunLock(out_dir, "out"):
+        return _run_compare(p, preset, out_dir, data_dir, progress)
+
+
+def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional[str], progress: bool) -> dict:
     t0 = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
     store = open_data(p.data, data_dir, 0)
     n_train = len(store.split("train"))
     print(f"compare on {p.data}: {store.describe()['samples']} samples; grade {p.grade}, {p.epochs} epoch(s), "
@@ -121,11 +126,9 @@ def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str
     report = {"data": p.data, "preset": preset, "settings": {k: (list(v) if isinstance(v, tuple) else v)
                                                             for k, v in dataclasses.asdict(p).items()},
               "samples": store.describe()["samples"], "models": results, "wall_time_s": time.perf_counter() - t0}
-    with open(os.path.join(out_dir, "compare.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(os.path.join(out_dir, "compare.json"), report)
     md = format_compare(report)
-    with open(os.path.join(out_dir, "compare.md"), "w") as f:
-        f.write(md)
+    write_text(os.path.join(out_dir, "compare.md"), md)
     print(md)
     return report
 

@@ -6,7 +6,6 @@ per request at K=1 and K=100 candidates, and writes ``report.json`` and ``learni
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Dict, Optional
@@ -15,7 +14,10 @@ import numpy as np
 import torch
 
 from .defaults import DEMO, DISTILL
+from .io import save_figure, write_json
 from .latency import median_test_request, random_candidates, time_call
+from .plotting import pyplot
+from .rundir import RunLock
 from .train import TrainConfig, open_data, short_run, train
 
 STUDENT_GRADE, TEACHER_GRADE = DEMO.student_grade, DEMO.teacher_grade
@@ -40,12 +42,8 @@ def _latency(model, store, max_len: int, repeat: int = 7) -> Dict[str, float]:
 
 
 def _plot(runs: Dict[str, dict], path: str) -> Optional[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot("learning curves plot")
+    if plt is None:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
 
@@ -75,7 +73,7 @@ def _plot(runs: Dict[str, dict], path: str) -> Optional[str]:
     ax2.set_ylabel("valid AUC")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -84,7 +82,11 @@ def run_demo(out_dir: str, seed: int = 0, preset: str = "demo", epochs: int = 2,
              data_dir: Optional[str] = None, data: Optional[str] = None) -> dict:
     """``data``: any dataset spec (default: the synthetic ``preset``), e.g. ``movielens-100k``."""
     t_start = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
+    with RunLock(out_dir, "out"):
+        return _run_demo(out_dir, seed, preset, epochs, progress, data_dir, data, t_start)
+
+
+def _run_demo(out_dir, seed, preset, epochs, progress, data_dir, data, t_start) -> dict:
     spec = data or f"synthetic:{preset}"
     store = open_data(spec, data_dir, seed)
     d = store.describe()
@@ -126,8 +128,7 @@ def run_demo(out_dir: str, seed: int = 0, preset: str = "demo", epochs: int = 2,
                  os.path.join(out_dir, "learning_curves.png"))
     report["learning_curves"] = plot
     report["wall_time_s"] = time.perf_counter() - t_start
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(os.path.join(out_dir, "report.json"), report)
     print(format_report(report))
     return report
 

@@ -124,11 +124,12 @@ class SUAN(nn.Module):
 
         ``history`` holds ``behaviors [n, Fb]``, ``behavior_ts [n]``, ``request_ts``,
         ``features [F]`` and ``dense [D]`` (one sample of ``suan.batch.collate``). With a
-        ``suan.cache.BehaviorCache`` and a ``key`` the history is encoded once and later calls
-        with the same key score against the cache in O(K * n) per layer.
+        ``suan.cache.BehaviorCache`` the history is encoded once and later calls with the same
+        history (by content) score against the cache in O(K * n) per layer; ``key`` only scopes
+        the cache entry (e.g. a user id).
         """
         if cache is not None:
-            return cache.score(key, candidates, history)
+            return cache.score(history, candidates, scope=key)
         with _eval(self):
             sample = dict(history, targets=candidates)
             sample.pop("labels", None)

@@ -26,6 +26,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import GRADE_BY_NAME, get_grade
+from .rundir import RunLock
+from .io import save_figure, write_json, write_text
+from .plotting import INSTALL_HINT, pyplot
 from .defaults import SCALING_PRESETS, ScalingPreset, preset as choose_preset
 
 
@@ -171,21 +174,25 @@ def _run_once(path: str, run) -> Tuple[dict, bool]:
         with open(path) as f:
             return json.load(f), True
     r = run()
-    with open(path + ".tmp", "w") as f:
-        json.dump(r, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(path, r)
     return r, False
 
 
 def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data: Optional[str] = None,
                 data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200) -> dict:
-    from .train import open_data
-
     p = choose_preset(SCALING_PRESETS, preset, "preset")
     if data:
         p = dataclasses.replace(p, data=data)
     for g in list(p.grades) + list(p.distill_teachers) + [p.student_grade]:
         get_grade(g)
+    with RunLock(out_dir, "out"):
+        return _run_scaling(p, preset, out_dir, distill, data_dir, progress, n_boot)
+
+
+def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, data_dir: Optional[str], progress: bool,
+                 n_boot: int) -> dict:
+    from .train import open_data
+
     t0 = time.perf_counter()
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     store = open_data(p.data, data_dir, 0)
@@ -219,8 +226,7 @@ def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data
     if distill:
         result["distill"] = _distill_summary(curve, runs, p)
     result["wall_time_s"] = time.perf_counter() - t0
-    with open(os.path.join(out_dir, "scaling.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(os.path.join(out_dir, "scaling.json"), result)
     plot_scaling(result, out_dir)
     print(format_fits(result))
     return result
@@ -255,21 +261,19 @@ def _distill_summary(curve: List[dict], runs: List[dict], p: ScalingPreset) -> d
 # Plots and report
 # ----------------------------------------------------------------------------------------------
 def plot_scaling(result: dict, out_dir: str) -> List[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
+    """scaling.png (and distillation.png); none without matplotlib (one notice line)."""
+    plt = pyplot("scaling plots")
+    if plt is None:
         return []
+    import matplotlib.ticker
+
     runs = result["runs"]
     fits = result["fits"]
 
     def save(fig, name):
         fig.tight_layout()
         path = os.path.join(out_dir, name)
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         return path
 
@@ -356,7 +360,10 @@ def render_report(out_dir: str) -> str:
         t = r["test"]
         lines.append(f"| {r['grade']} | {r['non_embedding_params']:,} | {r['train_samples']:,} | {t['logloss']:.4f} | "
                      f"{t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | {r['seconds']:.0f} |")
-    lines += ["", "![scaling](scaling.png)", ""]
+    if os.path.exists(os.path.join(out_dir, "scaling.png")):
+        lines += ["", "![scaling](scaling.png)", ""]
+    else:
+        lines += ["", f"(No plots: matplotlib is not installed; {INSTALL_HINT}, then `suan report {out_dir}`.)", ""]
     d = res.get("distill")
     if d:
         lines += [f"## Distillation curve (LightSUAN {d['student_grade']} student, D={d['train_samples']:,})", "",
@@ -371,9 +378,9 @@ def render_report(out_dir: str) -> str:
             lines += ["", f"Claim (distilled LightSUAN beats SUAN one grade higher): best distilled {c['student_grade']} "
                       f"student {c['best_distilled_student_auc']:.4f} vs SUAN {c['suan_one_grade_higher']} "
                       f"{c['suan_one_grade_higher_auc']:.4f}: **{'holds' if c['holds'] else 'does not hold'}** here."]
-        lines += ["", "![distillation](distillation.png)", ""]
+        if os.path.exists(os.path.join(out_dir, "distillation.png")):
+            lines += ["", "![distillation](distillation.png)", ""]
     lines.append(f"Wall time: {res.get('wall_time_s', 0) / 60:.1f} min.")
     md = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(md)
+    write_text(os.path.join(out_dir, "report.md"), md)
     return md

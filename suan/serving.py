@@ -25,18 +25,37 @@ import sys
 import time
 from typing import IO, Optional
 
+import numpy as np
 import torch
 
 from .cache import BehaviorCache
+from .errors import UserError
+from .io import atomic_open, refuse_overwriting_input, save_torch, write_json
+from .rundir import prepare_out_dir
 from .config import ModelConfig
 from .models import SUAN, LightSUAN
 
 KINDS = {"SUAN": SUAN, "LightSUAN": LightSUAN}
 
 
+def _load_torch(path: str, what: str, weights_only: bool, hint: str):
+    if os.path.isdir(path):
+        raise UserError(f"{what}: {path} is a folder; {hint}")
+    if not os.path.exists(path):
+        raise UserError(f"{what}: {path} does not exist; {hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as e:  # truncated, empty, not a torch file
+        raise UserError(f"{what}: {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                        f"it may be truncated or not a suan file: {hint}") from None
+
+
 def load_checkpoint_model(path: str, which: Optional[str] = None):
     """A model from a training checkpoint (``which``: model | teacher | student)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    hint = "expected a checkpoint.pt written by `suan train` / `suan distill`"
+    state = _load_torch(path, "checkpoint", False, hint)
+    if not isinstance(state, dict) or not {"model_configs", "module", "config"} <= set(state):
+        raise UserError(f"checkpoint: {path} is not a suan training checkpoint; {hint}")
     configs = state["model_configs"]
     if which is None:
         which = "student" if "student" in configs else "model"
@@ -47,16 +66,27 @@ def load_checkpoint_model(path: str, which: Optional[str] = None):
     kind = state["config"]["model"] if which != "teacher" else "suan"
     model = (LightSUAN if kind == "lightsuan" and cfg.sparse else SUAN)(cfg)
     sd = {k[len(prefix):]: v for k, v in state["module"].items() if k.startswith(prefix)}
-    model.load_state_dict(sd)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise UserError(f"checkpoint: {path}: the weights of {which!r} do not fit its config "
+                        f"({str(e).splitlines()[0][:160]})") from None
     return model.eval()
 
 
-def export_model(model, out_dir: str, example_history: Optional[dict] = None, example_candidates=None) -> dict:
-    os.makedirs(out_dir, exist_ok=True)
+EXPORT_FILES = ("model.pt", "config.json", "program.pt2", "export.json")
+
+
+def export_model(model, out_dir: str, example_history: Optional[dict] = None, example_candidates=None,
+                 inputs=()) -> dict:
+    """Write the export folder (each file atomically). ``inputs``: paths the export must not
+    overwrite (the checkpoint it came from)."""
+    prepare_out_dir(out_dir, "out")
+    for name in EXPORT_FILES:
+        refuse_overwriting_input(os.path.join(out_dir, name), inputs, "out")
     kind = type(model).__name__
-    torch.save(model.state_dict(), os.path.join(out_dir, "model.pt"))
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump({"kind": kind, "config": model.cfg.to_dict()}, f, indent=2)
+    save_torch(model.state_dict(), os.path.join(out_dir, "model.pt"))
+    write_json(os.path.join(out_dir, "config.json"), {"kind": kind, "config": model.cfg.to_dict()})
     manifest = {"kind": kind, "files": ["model.pt", "config.json"], "torch_export": "not attempted"}
     if example_history is not None and example_candidates is not None:
         try:
@@ -64,28 +94,62 @@ def export_model(model, out_dir: str, example_history: Optional[dict] = None, ex
 
             batch = collate([dict(example_history, targets=example_candidates)])
             program = torch.export.export(model.eval(), (batch,), strict=False)
-            torch.export.save(program, os.path.join(out_dir, "program.pt2"))
+            with atomic_open(os.path.join(out_dir, "program.pt2"), "wb") as f:
+                torch.export.save(program, f)
             manifest["torch_export"] = "ok"
             manifest["files"].append("program.pt2")
         except Exception as e:  # export is best effort: data-dependent shapes may defeat it
             manifest["torch_export"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
-    with open(os.path.join(out_dir, "export.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
+    write_json(os.path.join(out_dir, "export.json"), manifest)
     return manifest
 
 
 def load_exported(out_dir: str):
-    with open(os.path.join(out_dir, "config.json")) as f:
-        meta = json.load(f)
-    if meta.get("kind") not in KINDS:
-        raise ValueError(f"{out_dir}/config.json: unknown model kind {meta.get('kind')!r}")
-    model = KINDS[meta["kind"]](ModelConfig.from_dict(meta["config"]))
-    model.load_state_dict(torch.load(os.path.join(out_dir, "model.pt"), map_location="cpu", weights_only=True))
+    """The model of an export folder; ``UserError`` naming the path for anything else."""
+    hint = "expected the folder written by `suan export` (from a checkpoint: suan export --checkpoint FILE --out DIR)"
+    if not os.path.isdir(out_dir):
+        raise UserError(f"model: {out_dir} {'is a file' if os.path.exists(out_dir) else 'does not exist'}; {hint}")
+    cfg_path = os.path.join(out_dir, "config.json")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        kind = meta.get("kind")
+        cfg = ModelConfig.from_dict(meta["config"])
+    except FileNotFoundError:
+        raise UserError(f"model: {cfg_path} is missing; {hint}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"model: {cfg_path} is not a suan export config ({type(e).__name__}: {e}); {hint}") from None
+    if kind not in KINDS:
+        raise UserError(f"model: {cfg_path}: unknown model kind {kind!r} (known: {', '.join(KINDS)})")
+    model = KINDS[kind](cfg)
+    state = _load_torch(os.path.join(out_dir, "model.pt"), "model", True, "export the model again")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise UserError(f"model: {out_dir}/model.pt does not fit {cfg_path} ({str(e).splitlines()[0][:160]}); "
+                        "export the model again") from None
     return model.eval()
 
 
+def _integers(name, value) -> torch.Tensor:
+    """JSON numbers that must be integers (ids, timestamps): 3.0 is taken, 3.5 or true refused."""
+    try:
+        arr = np.asarray(value, dtype=object)
+    except Exception:
+        raise ValueError(f"{name}: expected (lists of) integers") from None
+    flat = arr.reshape(-1).tolist()
+    for x in flat:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or (isinstance(x, float) and not x.is_integer()):
+            raise ValueError(f"{name}: expected integers, got {x!r}")
+        if abs(x) >= 2 ** 63:
+            raise ValueError(f"{name}: {x!r} does not fit in 64 bits")
+    if arr.dtype == object and arr.ndim >= 1 and len(flat) != arr.size:
+        raise ValueError(f"{name}: rows of different lengths")
+    return torch.tensor([int(x) for x in flat], dtype=torch.long).reshape(arr.shape)
+
+
 def _ids(name, value, width, vocab_sizes, rows_expected=None):
-    t = torch.as_tensor(value, dtype=torch.long)
+    t = _integers(name, value)
     if t.numel() == 0:
         t = t.reshape(0, width)
     if t.dim() != 2 or t.shape[1] != width:
@@ -109,14 +173,28 @@ def parse_request(req: dict, cfg: ModelConfig):
         raise ValueError("history: missing or not an object")
     beh = _ids("history.behaviors", hist.get("behaviors", []), s.num_behavior_fields,
                [f.vocab_size for f in s.behavior_fields])
-    ts = torch.as_tensor(hist.get("behavior_ts", []), dtype=torch.long).reshape(-1)
+    ts = _integers("history.behavior_ts", hist.get("behavior_ts", [])).reshape(-1)
     if ts.numel() != beh.shape[0]:
         raise ValueError(f"history.behavior_ts: {ts.numel()} timestamps for {beh.shape[0]} behaviors")
     if "request_ts" not in hist:
         raise ValueError("history.request_ts: missing")
+    request_ts = int(_integers("history.request_ts", hist["request_ts"]).reshape(()))
+    if ts.numel():
+        back = (ts[1:] < ts[:-1]).nonzero()
+        if back.numel():
+            i = int(back[0]) + 1
+            raise ValueError(f"history.behavior_ts: behaviors must be oldest first, but behavior {i} "
+                             f"({int(ts[i])}) is earlier than behavior {i - 1} ({int(ts[i - 1])})")
+        if int(ts[-1]) >= request_ts:
+            i = int((ts >= request_ts).nonzero()[0])
+            raise ValueError(f"history.behavior_ts: behavior {i} ({int(ts[i])}) is not before request_ts "
+                             f"({request_ts}); a history holds only earlier behaviors")
     feats = _ids("history.features", [hist.get("features", [])], s.num_features,
                  [f.vocab_size for f in s.feature_fields], rows_expected=1)[0]
-    dense = torch.as_tensor(hist.get("dense", [0.0] * s.num_dense), dtype=torch.float32).reshape(-1)
+    try:
+        dense = torch.as_tensor(hist.get("dense", [0.0] * s.num_dense), dtype=torch.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError("history.dense: expected a list of numbers") from None
     if dense.numel() != s.num_dense:
         raise ValueError(f"history.dense: {dense.numel()} values, expected {s.num_dense}")
     if not torch.isfinite(dense).all():
@@ -125,49 +203,68 @@ def parse_request(req: dict, cfg: ModelConfig):
     cands = _ids("candidates", req.get("candidates"), len(tidx), [s.behavior_fields[i].vocab_size for i in tidx])
     if cands.shape[0] == 0:
         raise ValueError("candidates: empty")
-    history = {"behaviors": beh, "behavior_ts": ts, "request_ts": int(hist["request_ts"]), "features": feats,
-               "dense": dense}
+    history = {"behaviors": beh, "behavior_ts": ts, "request_ts": request_ts, "features": feats, "dense": dense}
     return history, cands
 
 
-def score_stream(model, inp: IO[str], out: IO[str], cache_mb: int = 256) -> dict:
-    """Scores every request line of ``inp`` into ``out``; returns counts and timing."""
+def score_stream(model, inp: IO, out: IO[str], cache_mb: int = 256) -> dict:
+    """Scores every request line of ``inp`` (text or bytes) into ``out``; a line that cannot be
+    decoded, parsed or scored gets an error line and the run goes on. Returns counts and timing."""
     cache = BehaviorCache(model, max_bytes=cache_mb << 20) if cache_mb > 0 else None
     n_ok = n_err = 0
     t0 = time.perf_counter()
-    for line_no, line in enumerate(inp, start=1):
-        line = line.strip()
-        if not line:
-            continue
+    for line_no, raw in enumerate(inp, start=1):
         rid = None
         try:
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            line = line.strip()
+            if not line:
+                continue
             req = json.loads(line)
             rid = req.get("id", line_no) if isinstance(req, dict) else line_no
             history, cands = parse_request(req, model.cfg)
-            user = req.get("user")
-            if cache is not None and user is not None:
-                logits = model.score(history, cands, cache=cache, key=(str(user), history["request_ts"],
-                                                                       history["behavior_ts"].numel()))
-            else:
-                logits = model.score(history, cands)
+            # the cache matches histories by content (suan.cache.history_digest), never by user alone
+            logits = model.score(history, cands, cache=cache) if cache is not None else model.score(history, cands)
             lg = [float(x) for x in logits]
             out.write(json.dumps({"id": rid, "logits": lg, "scores": [1 / (1 + math.exp(-x)) for x in lg]}) + "\n")
             n_ok += 1
         except Exception as e:  # a malformed line never stops the run
-            msg = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
+            if isinstance(e, UnicodeDecodeError):
+                msg = f"not UTF-8 (byte {e.start}: {e.reason})"
+            elif isinstance(e, json.JSONDecodeError):
+                msg = f"not JSON ({e.msg} at column {e.colno})"
+            else:
+                msg = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
             out.write(json.dumps({"id": rid if rid is not None else line_no, "line": line_no, "error": msg}) + "\n")
             n_err += 1
     return {"ok": n_ok, "errors": n_err, "seconds": time.perf_counter() - t0}
 
 
 def score_file(model_dir: str, input_path: str, output_path: Optional[str], cache_mb: int = 256) -> dict:
+    """``suan score``: requests from ``input_path`` (``-``: stdin) to ``output_path`` (``-`` or
+    None: stdout). A file output is written to a temporary file and renamed at the end; it may
+    never be the input."""
+    to_stdout = not output_path or output_path == "-"
+    if not to_stdout:
+        refuse_overwriting_input(output_path, [input_path, os.path.join(model_dir, "model.pt"),
+                                               os.path.join(model_dir, "config.json")], "output")
+        if os.path.isdir(output_path):
+            raise UserError(f"output: {output_path} is a folder; give a file path (or - for stdout)")
+        folder = os.path.dirname(os.path.abspath(output_path))
+        if not os.path.isdir(folder):
+            raise UserError(f"output: folder {folder} does not exist")
+    if input_path != "-":
+        if os.path.isdir(input_path):
+            raise UserError(f"input: {input_path} is a folder; give a JSON-lines file (or - for stdin)")
+        if not os.path.exists(input_path):
+            raise UserError(f"input: {input_path} does not exist")
     model = load_exported(model_dir)
-    inp = sys.stdin if input_path == "-" else open(input_path)
-    out = sys.stdout if not output_path or output_path == "-" else open(output_path, "w")
+    inp = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")
     try:
-        return score_stream(model, inp, out, cache_mb)
+        if to_stdout:
+            return score_stream(model, inp, sys.stdout, cache_mb)
+        with atomic_open(output_path) as out:
+            return score_stream(model, inp, out, cache_mb)
     finally:
-        if inp is not sys.stdin:
+        if input_path != "-":
             inp.close()
-        if out is not sys.stdout:
-            out.close()

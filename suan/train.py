@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -32,6 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch import Batch
+from .errors import Interrupted, UserError
+from .io import save_torch, write_json
+from .rundir import RunLock, prepare_out_dir
 from .config import ModelConfig, config_for_grade
 from .data.loader import iterate_split, make_loader, num_batches
 from .data.store import Store
@@ -79,6 +84,30 @@ class TrainConfig:
     log_every: int = 50
     threads: Optional[int] = None
 
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _typed(f.name, getattr(self, f.name), _FIELD_TYPES[f.name]))
+        for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1),
+                          ("warmup_steps", 0), ("distill_warmup_steps", 0), ("num_workers", 0),
+                          ("checkpoint_every", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+        for name in ("max_steps", "train_samples", "max_len", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1 (or unset), got {getattr(self, name)}")
+        for name in ("lr", "embedding_lr", "temperature"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name}: must be a positive number, got {getattr(self, name)}")
+        for name in ("weight_decay", "clip_norm", "distill_lambda"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name}: must be a number >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        if self.embedding_optimizer not in ("lazy_adam", "adagrad"):
+            raise ValueError(f"embedding_optimizer: 'lazy_adam' or 'adagrad', got {self.embedding_optimizer!r}")
+        if self.device != "auto" and not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device: 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -89,6 +118,40 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config: unknown keys {sorted(unknown)}")
         return TrainConfig(**d)
+
+
+def _typed(name: str, value, kind):
+    """``value`` as the field's type, or a ValueError naming the field (config files and ``--set``
+    give JSON values: "3" or 3.0 for an int are refused, 3 for a float is taken)."""
+    optional = typing.get_origin(kind) is typing.Union
+    base = [a for a in typing.get_args(kind) if a is not type(None)][0] if optional else kind
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{name}: must be set (a {base.__name__}), got null")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(base) in (dict, typing.Dict) or base is dict:
+        if isinstance(value, dict):
+            return value
+        base = dict
+    else:
+        return value
+    raise ValueError(f"{name}: expected {'an' if base is int else 'a'} {base.__name__}"
+                     f"{' or null' if optional else ''}, got {value!r}")
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
 
 
 def short_run(**settings) -> dict:
@@ -168,12 +231,38 @@ def _set_rng_state(state: dict) -> None:
 
 def atomic_save(obj, path: str) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    save_torch(obj, path)
+
+
+# Settings a resumed run must share with its checkpoint: what the model is, what data it reads
+# in what order, and the optimizer and learning-rate schedule. Progress bars, evaluation batch,
+# workers, logging, checkpoint period, device and threads may change between runs.
+RESUME_KEYS = ("data", "model", "grade", "max_len", "model_overrides", "teacher", "teacher_overrides",
+               "distill_lambda", "temperature", "distill_warmup_steps", "epochs", "batch_size", "lr", "embedding_lr",
+               "embedding_optimizer", "weight_decay", "warmup_steps", "min_lr_ratio", "clip_norm", "seed", "amp",
+               "max_steps", "train_samples")
+
+
+def resume_differences(saved: dict, current: dict) -> List[str]:
+    """``key: checkpoint X, now Y`` for every resume-relevant setting that differs."""
+    out = []
+    for key in RESUME_KEYS:
+        if saved.get(key) != current.get(key):
+            out.append(f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}")
+    return out
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device: {name} was asked for, but this torch has no usable CUDA device "
+                            f"(torch {torch.__version__}); use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device: {name} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    return device
 
 
 class Trainer:
@@ -181,11 +270,7 @@ class Trainer:
         self.cfg = cfg
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        if cfg.device == "auto":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-        else:
-            device = cfg.device
-        self.device = torch.device(device)
+        self.device = _resolve_device(cfg.device)
         if self.world_size > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if cfg.threads:
@@ -244,8 +329,9 @@ class Trainer:
         self.batch_in_epoch = 0
         self.history: Dict[str, list] = {"train": [], "valid": []}
         self.ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
+        self._stop_signal = None
         if self.is_main:
-            os.makedirs(cfg.out_dir, exist_ok=True)
+            prepare_out_dir(cfg.out_dir)
         if cfg.resume and os.path.exists(self.ckpt_path):
             self.load_checkpoint(self.ckpt_path)
 
@@ -293,7 +379,29 @@ class Trainer:
             dist.barrier()
 
     def load_checkpoint(self, path: str) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Resume from ``path``; refuses (``UserError`` with the ``--no-resume`` hint) a file that
+        cannot be read or a checkpoint whose settings differ from this run's."""
+        hint = "run with --no-resume to start afresh (the checkpoint is then replaced)"
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as e:  # truncated, empty, not a torch file
+            raise UserError(f"checkpoint: {path} cannot be read ({type(e).__name__}: {str(e)[:120]}); it may be "
+                            f"truncated or from another program: {hint}") from None
+        if not isinstance(state, dict) or not {"config", "module", "model_configs"} <= set(state):
+            raise UserError(f"checkpoint: {path} is not a suan training checkpoint; {hint}")
+        diffs = resume_differences(state["config"], self.cfg.to_dict())
+        saved_models = state["model_configs"]
+        current_models = {k: m.cfg.to_dict() for k, m in self.models().items()}
+        for name in sorted(set(saved_models) | set(current_models)):
+            a, b = saved_models.get(name), current_models.get(name)
+            if a is None or b is None:
+                diffs.append(f"{name}: in {'the run' if a is None else 'the checkpoint'} only")
+            elif a != b:
+                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                diffs.append(f"{name} model config ({', '.join(keys)}): the checkpoint's differs (schema or grade)")
+        if diffs:
+            raise UserError(f"checkpoint: {path} was written by a run with other settings; resuming would continue "
+                            f"other weights. Differences: " + "; ".join(diffs) + f". Use another --out-dir, or {hint}")
         self.module.load_state_dict(state["module"])
         self.opt.load_state_dict(state["opt"])
         if self.opt_emb and state.get("opt_emb"):
@@ -331,7 +439,34 @@ class Trainer:
     def _done(self) -> bool:
         return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
 
+    def _on_signal(self, signum, frame):
+        if self._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after the current step "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def _stop_if_signalled(self) -> None:
+        if self._stop_signal is None:
+            return
+        self.save_checkpoint()
+        raise Interrupted(f"interrupted at step {self.step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch}); "
+                          f"state saved to {self.ckpt_path}: run the same command again to resume")
+
     def fit(self) -> dict:
+        """Train to the end; SIGINT / SIGTERM save a checkpoint at the current step and raise
+        ``Interrupted`` (the same command resumes from it)."""
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            return self._fit()
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         while self.epoch < cfg.epochs and not self._done():
             loader = make_loader(self.store, "train", cfg.batch_size, self.max_len, seed=cfg.seed, epoch=self.epoch,
@@ -358,6 +493,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{run_loss:.4f}", sps=f"{rec['samples_per_s']:.0f}")
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
+                self._stop_if_signalled()
                 if self._done():
                     break
             if bar is not None:
@@ -377,6 +513,7 @@ class Trainer:
                     for k, v in valid.items() if isinstance(v, dict)) +
                     f"  ({valid['train_samples_per_s']:.0f} samples/s)", flush=True)
             self.save_checkpoint()
+            self._stop_if_signalled()
         return self.history
 
     def _epoch_finished(self) -> bool:
@@ -423,14 +560,21 @@ class Trainer:
         if tr:
             result["train_samples_per_s"] = float(np.median([r["samples_per_s"] for r in tr[len(tr) // 2:]]))
         if self.is_main:
-            with open(os.path.join(self.cfg.out_dir, "results.json"), "w") as f:
-                json.dump(result, f, indent=2, default=float)
+            write_json(os.path.join(self.cfg.out_dir, "results.json"), result, default=float)
         return result
 
 
 def train(cfg: TrainConfig, store: Optional[Store] = None) -> dict:
-    trainer = Trainer(cfg, store)
-    trainer.fit()
-    result = trainer.finish()
+    """Train (or resume) into ``cfg.out_dir``, which this run holds locked (``suan.rundir``)."""
+    lock = RunLock(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        trainer = Trainer(cfg, store)
+        trainer.fit()
+        result = trainer.finish()
+    finally:
+        if lock is not None:
+            lock.release()
     result["trainer"] = trainer
     return result

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -91,6 +92,35 @@ class Interactions:
 
     def __len__(self) -> int:
         return len(self.user)
+
+
+MAX_TIMESTAMP = 2 ** 62  # seconds; far beyond any date, well inside int64 arithmetic
+
+
+def parse_timestamp(raw) -> int:
+    """A timestamp field as int seconds: an int, or a number written as a JSON number or a string
+    (``"1588615855070"``). Raises ValueError (with the reason) for anything else, non-finite
+    values and values outside (0, 2**62)."""
+    if isinstance(raw, bool):
+        raise ValueError(f"timestamp {raw!r} is not a number")
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            raw = int(text)
+        except ValueError:
+            try:
+                raw = float(text)
+            except ValueError:
+                raise ValueError(f"timestamp {text[:30]!r} is not a number") from None
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise ValueError(f"timestamp {raw} is not finite")
+        raw = int(raw)
+    if not isinstance(raw, int):
+        raise ValueError(f"timestamp {raw!r} is not a number")
+    if not 0 < raw < MAX_TIMESTAMP:
+        raise ValueError(f"timestamp {raw} is outside (0, 2**62)")
+    return raw
 
 
 def require_rows(inter: Interactions, bad: BadRows, total: int) -> None:
@@ -192,7 +222,7 @@ def build_taobao(path: str, out_dir: str, seed: int = 0, negatives: int = 1, max
     inter = Interactions()
     item_cat: Dict[int, int] = {}
     total = 0
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
         for line_no, row in enumerate(csv.reader(f), start=1):
             if max_rows and total >= max_rows:
                 break
@@ -205,13 +235,16 @@ def build_taobao(path: str, out_dir: str, seed: int = 0, negatives: int = 1, max
                 bad.add(line_no, f"unknown behavior {b!r} (pv, buy, cart, fav)")
                 continue
             try:
-                t = int(t)
                 int(u), int(it), int(c)
             except ValueError:
-                bad.add(line_no, "non-integer user, item, category or timestamp")
+                bad.add(line_no, "non-integer user, item or category")
                 continue
-            if t <= 0:
-                bad.add(line_no, f"timestamp {t} is not positive")
+            try:
+                t = int(t)
+                if not 0 < t < MAX_TIMESTAMP:
+                    raise ValueError(f"timestamp {t} is outside (0, 2**62)")
+            except ValueError as e:
+                bad.add(line_no, str(e) if "outside" in str(e) else f"timestamp {t[:30]!r} is not an integer")
                 continue
             iid, cid = items(it), cats(c)
             item_cat[iid] = cid
@@ -283,6 +316,9 @@ def _movielens_rows(path: str, bad: BadRows) -> Iterable[Tuple[int, str, str, fl
                 rating, t = float(parts[2]), int(parts[3])
             except ValueError:
                 bad.add(line_no, "rating or timestamp is not a number")
+                continue
+            if not 0 < t < MAX_TIMESTAMP:
+                bad.add(line_no, f"timestamp {t} is outside (0, 2**62)")
                 continue
             if not (0 < rating <= 5):
                 bad.add(line_no, f"rating {rating} outside (0, 5]")
@@ -358,20 +394,25 @@ def build_amazon(path: str, out_dir: str, seed: int = 0, negatives: int = 1) -> 
             u = rec.get("reviewerID", rec.get("user_id"))
             it = rec.get("asin", rec.get("parent_asin"))
             rating = rec.get("overall", rec.get("rating"))
-            if "unixReviewTime" in rec:
-                t = rec["unixReviewTime"]
-            elif "timestamp" in rec:
-                t = rec["timestamp"]
-                t = t // 1000 if isinstance(t, (int, float)) and t > 10 ** 11 else t  # 2023 files use ms
-            else:
-                t = None
+            ms = "unixReviewTime" not in rec and "timestamp" in rec  # 2023 files give milliseconds
+            t = rec.get("unixReviewTime", rec.get("timestamp"))
             if u is None or it is None or rating is None or t is None:
                 bad.add(line_no, "missing user (reviewerID/user_id), item (asin), rating (overall) or time")
                 continue
             try:
-                rating, t = float(rating), int(t)
+                t = parse_timestamp(t)
+            except ValueError as e:
+                bad.add(line_no, str(e))
+                continue
+            if ms and t > 10 ** 11:  # a millisecond value (10**11 s is the year 5138)
+                t //= 1000
+            try:
+                rating = float(rating)
             except (TypeError, ValueError):
-                bad.add(line_no, "rating or time is not a number")
+                bad.add(line_no, f"rating {str(rating)[:30]!r} is not a number")
+                continue
+            if not (math.isfinite(rating) and 0 <= rating <= 5):
+                bad.add(line_no, f"rating {rating} outside [0, 5]")
                 continue
             inter.append(users(str(u)), t, {"item": items(str(it)), "action": max(1, min(5, int(round(rating))))})
     require_rows(inter, bad, total)

@@ -1,5 +1,6 @@
 """Synthetic generator, columnar store, real-format loaders, batching."""
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -191,3 +192,48 @@ def test_registry_specs(tmp_path):
         open_dataset("taobao:/does/not/exist.csv", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="preset"):
         open_dataset("synthetic:gigantic", data_dir=str(tmp_path))
+
+
+def test_numeric_overflow_and_non_finite_fields_are_bad_rows_with_file_and_line(tmp_path, capsys):
+    src = tmp_path / "UserBehavior.csv"
+    write_taobao(src, bad=False)
+    extra = ["1,2,3,pv,99999999999999999999999999", "1,2,3,pv,-5", "1,2,3,pv,nan", "1,2,\xff,pv,1511544070"]
+    with open(src, "a", encoding="utf-8") as f:
+        f.write("\n".join(extra) + "\n")
+    BUILDERS["taobao"](str(src), str(tmp_path / "t"))
+    out = capsys.readouterr().out
+    n = sum(1 for _ in open(src, encoding="utf-8"))
+    assert f"{src}:{n - 3}: timestamp 99999999999999999999999999 is outside" in out
+    assert f"{src}:{n - 2}: timestamp -5 is outside" in out
+    assert f"{src}:{n - 1}: timestamp 'nan' is not an integer" in out
+    assert f"{src}:{n}: non-integer user, item or category" in out
+
+    amazon = tmp_path / "reviews.jsonl"
+    write_amazon(amazon)
+    rows = [{"user_id": "U1", "parent_asin": "B1", "rating": "inf", "timestamp": 1588615855070},
+            {"user_id": "U1", "parent_asin": "B1", "rating": 4.0, "timestamp": 1e400},
+            {"user_id": "U1", "parent_asin": "B1", "rating": float("nan"), "timestamp": 1588615855070},
+            {"user_id": "U1", "parent_asin": "B1", "rating": 4.0, "timestamp": 10 ** 30}]
+    with open(amazon, "a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")  # json writes inf / nan / 1e400 as Infinity / NaN
+    BUILDERS["amazon"](str(amazon), str(tmp_path / "a"))
+    out = capsys.readouterr().out
+    n = sum(1 for _ in open(amazon))
+    assert f"{amazon}:{n - 3}: rating inf outside" in out
+    assert f"{amazon}:{n - 2}: timestamp inf is not finite" in out
+    assert f"{amazon}:{n - 1}: rating nan outside" in out
+    assert f"{amazon}:{n}: timestamp {10 ** 30} is outside" in out
+
+
+def test_amazon_2023_millisecond_timestamps_as_strings(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    rows = []
+    for u in range(6):
+        for k in range(6):
+            rows.append({"user_id": f"U{u}", "parent_asin": f"B{k}", "rating": 5.0,
+                         "timestamp": str((1_600_000_000 + 86400 * (u + k)) * 1000)})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    store = BUILDERS["amazon"](str(path), str(tmp_path / "out"))
+    ts = np.asarray(store.events["ts"])
+    assert ts.min() == 1_600_000_000 and ts.max() == 1_600_000_000 + 86400 * 10  # seconds, not milliseconds

@@ -89,17 +89,47 @@ def test_cache_invalidated_when_parameters_change():
 def test_cache_is_bounded_in_bytes_lru():
     cfg = config_for_grade("g0", light=True, max_len=64)
     model = LightSUAN(cfg).eval()
-    h = random_batch(cfg.schema, 1, 64, 1, min_len=64, seed=1).sample(0)
-    one = model.encode_history(h).nbytes()
+    hs = [random_batch(cfg.schema, 1, 64, 1, min_len=64, seed=s).sample(0) for s in range(5)]
+    one = model.encode_history(hs[0]).nbytes()
     cache = BehaviorCache(model, max_bytes=int(2.5 * one))
-    for u in range(4):
-        cache.get(u, h)
+    for h in hs[:4]:
+        cache.get(h)
     assert len(cache) == 2 and cache.nbytes <= cache.max_bytes and cache.evictions == 2
-    assert 3 in cache and 2 in cache and 0 not in cache
-    cache.get(2)  # touch: 2 becomes most recent
-    cache.get(4, h)
-    assert 2 in cache and 3 not in cache
-    with pytest.raises(KeyError):
-        cache.get("unknown")
+    assert cache.contains(hs[3]) and cache.contains(hs[2]) and not cache.contains(hs[0])
+    cache.get(hs[2])  # touch: 2 becomes most recent
+    cache.get(hs[4])
+    assert cache.contains(hs[2]) and not cache.contains(hs[3])
     with pytest.raises(ValueError, match="max_bytes"):
         BehaviorCache(model, max_bytes=0)
+    with pytest.raises(ValueError, match="history"):
+        cache.get("user42")
+
+
+def test_cache_never_serves_another_history_of_the_same_user():
+    """Two requests with the same user, request time and history length but different behaviors
+    (or timestamps, features, dense values): each gets its own scores."""
+    torch.manual_seed(3)
+    cfg = config_for_grade("g0", light=True, max_len=64)
+    model = LightSUAN(cfg).eval()
+    cache = BehaviorCache(model)
+    a = random_batch(cfg.schema, 1, 64, 1, min_len=30, seed=1).sample(0)
+    variants = []
+    b = dict(a, behaviors=a["behaviors"].flip(0))
+    variants.append(b)
+    c = dict(a, behavior_ts=a["behavior_ts"] - 3600)
+    variants.append(c)
+    f = a["features"].clone()
+    f[0] = 1 if int(f[0]) != 1 else 2
+    d = dict(a, features=f)
+    variants.append(d)
+    e = dict(a, dense=a["dense"] + 1.0)
+    variants.append(e)
+    cands = _candidates(cfg, 7)
+    first = model.score(a, cands, cache=cache, key="user42")
+    for v in variants:
+        assert v["behaviors"].shape == a["behaviors"].shape and int(v["request_ts"]) == int(a["request_ts"])
+        got = model.score(v, cands, cache=cache, key="user42")
+        assert torch.allclose(got, model.score(v, cands), atol=1e-5), "stale cached scores"
+        assert not torch.allclose(got, first, atol=1e-5)
+    assert cache.misses == 5 and cache.hits == 0
+    assert torch.allclose(model.score(a, cands, cache=cache, key="user42"), first) and cache.hits == 1

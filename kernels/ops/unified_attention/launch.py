@@ -9,6 +9,7 @@ Bias-table gradients are deterministic by default (int64 fixed point, see ``trit
 """
 from __future__ import annotations
 
+import collections
 import importlib.util
 import os
 import threading
@@ -20,7 +21,7 @@ from torch import Tensor
 from ..._nvtx import nvtx_range
 from .call import AttentionCall
 from .layout import LAYOUT_CACHE, AttentionLayout, PassLayout
-from .validation import check_values
+from .validation import check_timestamps, check_values
 
 _MODULES = {}
 _MODULE_LOCK = threading.Lock()
@@ -92,15 +93,17 @@ class _Run:
         self.block = block_size(self.DH, self.DV, q.dtype, self.interpret)
         self.layout: AttentionLayout = LAYOUT_CACHE.get(call.offsets, call.num_targets, self.block, call.pattern,
                                                         validate=lambda: check_values(call))
+        _TIMESTAMPS_CHECKED.check(call, self.layout)
+        # the kernels read metadata and bias tables as dense arrays: strided views are copied
         num_targets = call.num_targets
-        self.nt = num_targets.to(torch.int64) if num_targets is not None else torch.zeros(
+        self.nt = num_targets.to(torch.int64).contiguous() if num_targets is not None else torch.zeros(
             call.offsets.numel() - 1, dtype=torch.int64, device=device)
-        self.offs = call.offsets.to(torch.int64)
+        self.offs = call.offsets.to(torch.int64).contiguous()
         self.has_pos = call.w_pos is not None
         self.has_time = call.has_time
         dummy = torch.zeros(1, dtype=torch.float32, device=device)
-        self.w_pos = call.w_pos if self.has_pos else dummy
-        self.w_time = call.w_time if self.has_time else dummy
+        self.w_pos = call.w_pos.contiguous() if self.has_pos else dummy
+        self.w_time = call.w_time.contiguous() if self.has_time else dummy
         if self.has_time:
             ts = call.timestamps
             self.ts = ts.to(torch.float64 if ts.dtype.is_floating_point else torch.int64).contiguous()
@@ -193,6 +196,35 @@ class _Run:
         dwp = q.new_empty((0,)) if not pos_grad else _from_accumulator(dpos, fxp, self.w_pos.dtype)
         dwt = q.new_empty((0,)) if not time_grad else _from_accumulator(dtime, fxp, self.w_time.dtype)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt
+
+
+class _CheckedTimestamps:
+    """The timestamps already checked against the contract (``check_timestamps``), keyed like the
+    layout cache on tensor identity and version: a model's layers share one check per batch, and a
+    host sync happens only on a miss."""
+
+    def __init__(self, capacity: int = 16):
+        self.capacity = capacity
+        self._seen: "collections.OrderedDict" = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, call: AttentionCall, layout: AttentionLayout) -> None:
+        ts = call.timestamps
+        if ts is None or call.w_time is None:
+            return
+        key = (id(ts), ts._version, id(call.offsets), call.offsets._version)
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return
+        check_timestamps(call, layout.lengths)
+        with self._lock:  # keep the tensors alive so their ids cannot be reused
+            self._seen[key] = (ts, call.offsets)
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+
+
+_TIMESTAMPS_CHECKED = _CheckedTimestamps()
 
 
 def _fixed_point_scale(v: Tensor, do: Tensor) -> Tensor:

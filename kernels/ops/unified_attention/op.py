@@ -7,7 +7,7 @@ import torch
 
 from .call import AttentionCall, new_call
 from .reference import unified_attention_reference
-from .validation import check_metadata, check_values
+from .validation import TRITON_DTYPES, check_metadata, check_timestamps, check_values
 
 
 def unified_attention(
@@ -51,7 +51,19 @@ def unified_attention(
 
     Raises:
         ValueError: naming the argument, for shapes, dtypes, devices, offsets, num_targets,
-            window or dilation that break the contract.
+            window or dilation that break the contract; timestamps that are not finite or span
+            2**31 units or more within one sequence (when the time term is used); float64 with
+            ``backend="triton"`` (``"auto"`` runs float64 on the reference).
+
+    Strided inputs: any strides are accepted on both backends (the Triton path copies what its
+    kernels read as dense arrays). No tokens: an empty output whose gradients are zeros.
+
+    Non-finite values in q, k, v or the bias tables never reach another sequence. Within a
+    sequence a non-finite q_i reaches row i only, a non-finite table entry only the rows whose
+    pairs use it; a non-finite k_j reaches the rows that attend to j on the Triton path and may
+    reach every row of its sequence on the reference, and a non-finite v_j may reach every row of
+    its sequence on both (masked weights are exactly 0, but 0 x inf is NaN inside a matmul, as in
+    SDPA and FlashAttention).
     """
     call = new_call(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets=num_buckets,
                     window=window, dilation=dilation, num_global=num_global, scale=scale)
@@ -64,13 +76,17 @@ def run(call: AttentionCall, backend: str = "auto") -> torch.Tensor:
     if call.q.shape[0] == 0:
         check_values(call)
         return _empty_output(call)
-    if backend == "auto":
-        backend = "triton" if call.q.is_cuda else "reference"
+    if backend == "auto":  # float64 has no Triton kernel: the reference keeps its precision
+        backend = "triton" if call.q.is_cuda and call.q.dtype in TRITON_DTYPES else "reference"
     if backend == "triton":
+        if call.q.dtype not in TRITON_DTYPES:
+            raise ValueError(f"q: {call.q.dtype} is not supported by the Triton kernels (they compute in float32, "
+                             "which would silently lose float64 precision); use backend='reference' or float32")
         from .function import unified_attention_triton
 
         return unified_attention_triton(call)
     lengths, nts = check_values(call)
+    check_timestamps(call, lengths)
     return unified_attention_reference(call, lengths, nts)
 
 

@@ -20,7 +20,11 @@ from .call import AttentionCall
 from .pattern import AttentionPattern
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 BACKENDS = ("auto", "triton", "reference")
+# Time differences are exact within one sequence when its timestamps span less than 2**31 units
+# (68 years in seconds): the kernels rebase each sequence's timestamps to 32-bit offsets.
+MAX_TIMESTAMP_SPAN = 2 ** 31
 
 
 def _is_int_dtype(dtype: torch.dtype) -> bool:
@@ -134,3 +138,41 @@ def check_values(call: AttentionCall):
         if nt > length:
             raise ValueError(f"num_targets: entry {i} is {nt}, above the sequence's length {length}")
     return lengths, nts
+
+
+def check_timestamps(call: AttentionCall, lengths) -> None:
+    """Timestamps the time bias can use exactly: finite, and spanning less than
+    ``MAX_TIMESTAMP_SPAN`` units within each sequence. Only checked when the time term is
+    present. One host sync (on CUDA) when a problem must be reported or the result is needed."""
+    ts = call.timestamps
+    if ts is None or call.w_time is None or ts.numel() == 0:
+        return
+    if ts.dtype.is_floating_point:
+        bad = ~torch.isfinite(ts)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten()[:5].tolist()
+            raise ValueError(f"timestamps: non-finite values (NaN or inf) at rows {rows}; the time bias needs "
+                             "finite timestamps")
+    lengths = torch.as_tensor(lengths, dtype=torch.int64, device=ts.device)
+    B = lengths.numel()
+    seq = torch.repeat_interleave(torch.arange(B, device=ts.device), lengths, output_size=ts.numel())
+    if ts.dtype.is_floating_point:
+        t = ts.to(torch.float64)
+        lo = torch.full((B,), float("inf"), dtype=torch.float64, device=ts.device).scatter_reduce(0, seq, t, "amin")
+        hi = torch.full((B,), float("-inf"), dtype=torch.float64, device=ts.device).scatter_reduce(0, seq, t, "amax")
+        span = torch.where(lengths > 0, hi - lo, torch.zeros_like(hi))
+    else:
+        t = ts.to(torch.int64)
+        big = torch.iinfo(torch.int64)
+        lo = torch.full((B,), big.max, dtype=torch.int64, device=ts.device).scatter_reduce(0, seq, t, "amin")
+        hi = torch.full((B,), big.min, dtype=torch.int64, device=ts.device).scatter_reduce(0, seq, t, "amax")
+        # hi - lo overflows int64 only when the span is far above the limit: compare in halves first
+        far = (hi // 2 - lo // 2) >= MAX_TIMESTAMP_SPAN // 2 + 1
+        span = torch.where(far | (lengths == 0), torch.zeros_like(hi), hi - lo)
+        span = torch.where(far & (lengths > 0), torch.full_like(hi, MAX_TIMESTAMP_SPAN), span)
+    over = span >= MAX_TIMESTAMP_SPAN
+    if bool(over.any()):
+        b = int(over.nonzero()[0])
+        raise ValueError(f"timestamps: sequence {b} spans {span[b].item():.0f} units or more; time differences are "
+                         f"supported below 2**31 within a sequence (68 years in seconds): use seconds, or rebase "
+                         "each sequence's timestamps")

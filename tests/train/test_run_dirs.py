@@ -1,0 +1,116 @@
+"""A run folder belongs to one run; a resume continues only its own run; SIGINT saves the state
+and says where; outputs are written atomically."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from suan.cli import main
+from suan.data.synthetic import generate
+from suan.defaults import DATA_PRESETS
+from suan.rundir import LOCK_NAME, RunLock
+
+TINY = dataclasses.replace(DATA_PRESETS["tiny"], num_users=120, chunk_users=60)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return generate(str(tmp_path_factory.mktemp("data") / "tiny"), TINY)
+
+
+def _train(store, out, *extra):
+    return main(["train", "--data", store.path, "--grade", "g0", "--max-len", "16", "--epochs", "1",
+                 "--batch-size", "64", "--max-steps", "4", "--no-progress", "--eval-batch-size", "512",
+                 "--out-dir", str(out), *extra])
+
+
+def _write_lock(out, pid):
+    os.makedirs(out, exist_ok=True)
+    import socket
+
+    with open(os.path.join(out, LOCK_NAME), "w") as f:
+        json.dump({"pid": pid, "host": socket.gethostname(), "started": "earlier"}, f)
+
+
+def test_second_run_into_a_busy_folder_refuses(store, tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(out, holder.pid)
+        assert _train(store, out) == 2
+        err = capsys.readouterr().err
+        assert "in use by another run" in err and str(holder.pid) in err
+        assert not (out / "results.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the owner is gone: its stale lock is taken over with a notice
+    assert _train(store, out) == 0
+    assert "taking over" in capsys.readouterr().err
+    assert (out / "results.json").exists() and not (out / LOCK_NAME).exists()
+
+
+def test_lock_is_exclusive_in_process(tmp_path):
+    with RunLock(str(tmp_path / "x")):
+        other = RunLock(str(tmp_path / "x"))
+        other_pid_file = json.loads((tmp_path / "x" / LOCK_NAME).read_text())
+        assert other_pid_file["pid"] == os.getpid()
+    assert not (tmp_path / "x" / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("change,word", [(["--seed", "7"], "seed"), (["--lr", "0.01"], "lr"),
+                                         (["--model", "suan"], "model"), (["--grade", "g1"], "grade"),
+                                         (["--max-len", "12"], "max_len"), (["--epochs", "2"], "epochs")])
+def test_resume_with_other_settings_refuses(store, tmp_path, capsys, change, word):
+    out = tmp_path / "run"
+    assert _train(store, out) == 0
+    before = (out / "results.json").read_text()
+    capsys.readouterr()
+    assert _train(store, out, *change) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and f"{word}: checkpoint" in err and "--no-resume" in err, err
+    assert (out / "results.json").read_text() == before  # nothing of the other run was written
+    assert _train(store, out, *change, "--no-resume") == 0  # starting afresh is allowed
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_damaged_checkpoint_names_the_path_and_the_way_out(store, tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    assert _train(store, out) == 0
+    ck = out / "checkpoint.pt"
+    data = ck.read_bytes()
+    ck.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    capsys.readouterr()
+    assert _train(store, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(ck) in err and "--no-resume" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_sigint_saves_the_current_step_and_the_same_command_resumes(store, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "suan.cli", "train", "--data", store.path, "--grade", "g0", "--max-len", "16",
+           "--epochs", "3", "--batch-size", "8", "--no-progress", "--eval-batch-size", "512", "--log-every", "1",
+           "--out-dir", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / LOCK_NAME).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(3.0)  # some training steps
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert "interrupted at step" in last and str(out / "checkpoint.pt") in last and "Traceback" not in stderr
+    step = int(last.split("interrupted at step ")[1].split()[0])
+    state = torch.load(str(out / "checkpoint.pt"), weights_only=False)
+    assert state["step"] == step > 0
+    assert not (out / LOCK_NAME).exists()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {out / 'checkpoint.pt'} at step {step}" in resumed.stdout
