@@ -181,22 +181,32 @@ def resource_usage(cubin: bytes) -> Dict[str, int]:
             "local_bytes": int(m.group(4))}
 
 
-def compile_launch(launch: Launch, arch: int = 90, configs: Optional[list] = None):
-    """Compile one captured launch for ``sm_<arch>`` with each autotune config; yields
-    ``(config, compiled kernel, seconds)``."""
+def jit_compile(jit_fn, args: tuple, kwargs: dict, arch: int = 90):
+    """Compile ``jit_fn`` for ``sm_<arch>`` exactly as a JIT launch with these arguments would:
+    triton's own binder specialises them (integers divisible by 16 or equal to 1, pointers
+    aligned to 16 bytes, constexprs) and its options come from the same keyword arguments."""
     import triton
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
 
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(jit_fn.signature, jit_fn.params, backend)
+    kwargs = dict(kwargs)
+    kwargs.setdefault("enable_fp_fusion", True)  # triton 3.9's JIT default, said explicitly (no warning)
+    bound_args, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = jit_fn._pack_args(backend, kwargs, bound_args, specialization, options)
+    return triton.compile(ASTSource(jit_fn, signature, constexprs, attrs), target=target, options=options.__dict__)
+
+
+def compile_launch(launch: Launch, arch: int = 90, configs: Optional[list] = None):
+    """Compile one captured launch for ``sm_<arch>`` with each autotune config, specialised as a
+    JIT launch on a GPU would be; yields ``(config, compiled kernel, seconds)``."""
     jit_fn = launch.autotuner.fn
-    sig, consts = signature_of(jit_fn, launch.args, launch.kwargs)
     for cfg in configs if configs is not None else launch.autotuner.configs:
         t0 = time.perf_counter()
-        src = ASTSource(fn=jit_fn, signature=sig, constexprs={**consts, **cfg.kwargs})
-        kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                                # fp fusion on: triton 3.9's JIT default, said explicitly (no warning)
-                                options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
-                                         "enable_fp_fusion": True})
+        kernel = jit_compile(jit_fn, launch.args, {**launch.kwargs, **cfg.all_kwargs()}, arch)
         yield cfg, kernel, time.perf_counter() - t0
 
 

@@ -196,8 +196,8 @@ def cmd_compare(args) -> int:
 
     run_compare(args.data, args.out, models=args.models, preset=args.preset, seeds=args.seeds,
                 data_dir=args.data_dir, progress=args.progress, epochs=args.epochs, grade=args.grade,
-                max_len=args.max_len, batch_size=args.batch_size,
-                lr_grid=tuple(args.lr_grid) if args.lr_grid else None)
+                max_len=args.max_len, batch_size=args.batch_size, early_stopping=args.early_stopping,
+                dropout=args.dropout, jobs=args.jobs, lr_grid=tuple(args.lr_grid) if args.lr_grid else None)
     return 0
 
 
@@ -315,14 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="SUAN / LightSUAN against DNN, DIN, BST and HSTU-style baselines")
     cp.add_argument("--data", default=None, help="dataset spec (default: the preset's synthetic data)")
     cp.add_argument("--preset", default="smoke", choices=list(COMPARE_PRESETS))
-    cp.add_argument("--models", nargs="+", default=None, choices=all_models(), metavar="MODEL",
-                    help=f"models to compare (default all: {', '.join(all_models())})")
+    cp.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                    help=f"models to compare (default: the preset's, all of {', '.join(all_models())}; "
+                         "MODEL@gN for another grade, e.g. suan@g2)")
     cp.add_argument("--seeds", type=int, nargs="+", default=None)
     cp.add_argument("--epochs", type=int, default=None)
     cp.add_argument("--grade", default=None)
     cp.add_argument("--max-len", type=int, default=None)
     cp.add_argument("--batch-size", type=int, default=None)
     cp.add_argument("--lr-grid", type=float, nargs="+", default=None)
+    cp.add_argument("--early-stopping", type=int, default=None, help="patience in epochs on valid AUC (0: off)")
+    cp.add_argument("--dropout", type=float, default=None)
+    cp.add_argument("--jobs", type=int, default=1, help="runs trained at a time, one thread each (default 1)")
     cp.add_argument("--data-dir", default=None)
     cp.add_argument("--progress", action="store_true")
     cp.add_argument("--out", default="runs/compare")

@@ -1,18 +1,29 @@
 """``suan compare``: SUAN and LightSUAN against the baselines under one budget.
 
-Every model gets the same data, epochs, batch size and grade; its learning rate is picked from a
-small grid on seed 0 by validation AUC, then it is trained with that rate on every seed. The
-table reports test AUC, GAUC and LogLoss (mean and standard deviation over seeds), non-embedding
-parameters, training samples/s and CPU inference ms per request (one user, K candidates).
-``lightsuan-distilled`` is a LightSUAN trained with online distillation from a SUAN teacher one
-grade higher (the teacher is trained in the same run, its cost counts in that row's samples/s).
+Every model gets the same data, epoch budget, early-stopping rule (patience on validation AUC,
+the best epoch's weights restored for the test), batch size and base grade. Its learning rate is
+picked from a grid by seed 0's validation AUC; it is then trained with that rate on every seed
+(seed 0's tuning run is reused when tuning ran on the full data). The test split is only
+evaluated, never used to choose anything. Entries:
+
+* every model of ``suan.registry`` (baselines and SUAN / LightSUAN) at the preset's grade;
+* ``lightsuan-distilled``: LightSUAN trained with online distillation from a SUAN teacher one grade
+  higher (trained in the same run; its cost counts in that row's samples/s);
+* ``suan@gN``: SUAN at another grade (the presets add one and two grades up).
+
+Each run's result is kept as ``OUT/results/<run>.json``: a rerun skips finished runs, so a long
+comparison resumes. The table reports test AUC, GAUC and LogLoss (mean and standard deviation
+over seeds), the best epoch, non-embedding parameters, training samples/s and CPU inference ms
+per request; a paired test over seeds compares each SUAN-family entry with the best baseline;
+reference scores (the item's and the user's training click rate) put the GAUC in context.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,7 +31,8 @@ import torch
 from .defaults import COMPARE_PRESETS, DISTILL, ComparePreset, preset as choose_preset
 from .io import write_json, write_text
 from .latency import median_test_request, random_candidates, time_call
-from .registry import model_names
+from .metrics import ctr_metrics
+from .registry import get_model, model_names
 from .rundir import RunLock
 from .train import TrainConfig, open_data, short_run, train
 
@@ -32,35 +44,94 @@ def all_models() -> List[str]:
     return model_names() + list(RECIPES)
 
 
+# ablations of SUAN usable as entries: ``suan~notime``, ``suan~nocross~1layer@g2``
+ABLATIONS = {"notime": {"use_time_bias": False}, "nocross": {"use_cross_attention": False},
+             "nogate": {"use_msgate": False}, "1layer": {"num_layers": 1}}
+
+
+def parse_entry(name: str, base_grade: str) -> Tuple[str, str, dict]:
+    """``suan~nogate@g2`` -> (``suan``, ``g2``, model overrides of the ablations); ``din`` ->
+    (``din``, the preset's grade, {})."""
+    head, sep, grade = name.partition("@")
+    kind, *ablations = head.split("~")
+    if kind not in all_models():
+        raise ValueError(f"models: unknown {kind!r}; known: {', '.join(all_models())} (optionally ~ablation, @grade)")
+    overrides = {}
+    for a in ablations:
+        if a not in ABLATIONS:
+            raise ValueError(f"models: unknown ablation {a!r} in {name!r}; known: {', '.join(ABLATIONS)}")
+        overrides.update(ABLATIONS[a])
+    if sep:
+        from .config import get_grade
+
+        get_grade(grade)
+    return kind, (grade if sep else base_grade), overrides
+
+
 def distill_config(teacher: str, **settings) -> TrainConfig:
     """A LightSUAN student trained with online distillation from a SUAN ``teacher`` grade."""
     return TrainConfig(model="lightsuan", teacher=teacher, teacher_overrides={"dropout": 0.0},
                        **DISTILL.train_settings(), **settings)
 
 
-def _train_one(name: str, store, p: ComparePreset, lr: float, seed: int, out: str, progress: bool,
-               train_samples: Optional[int] = None) -> dict:
-    common = short_run(grade=p.grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
-                       embedding_lr=lr, seed=seed, out_dir=out, progress=progress, train_samples=train_samples)
-    if name == "lightsuan-distilled":
-        cfg = distill_config(p.teacher_grade, **common)
-        key = "student"
-    else:
-        cfg = TrainConfig(model=name, **common)
-        key = "model"
-    res = train(cfg, store)
-    model = res["trainer"].models()[key]
-    valid = res["valid"][-1][key] if res["valid"] else {}
-    return {"test": res["test"][key], "valid": valid, "params": res["params"][key],
-            "samples_per_s": res.get("train_samples_per_s"), "model": model}
+def _one_grade_up(grade: str) -> str:
+    from .config import GRADES, get_grade
+
+    names = [g.name for g in GRADES]
+    i = names.index(get_grade(grade).name)
+    return names[min(i + 1, len(names) - 1)].split("-")[0]
 
 
-def _inference_ms(model, store, max_len: int, K: int = 100) -> float:
-    """Median ms of one request (a median-length history, K candidates, one pass) on this CPU."""
+def _train_config(name: str, p: ComparePreset, lr: float, seed: int, out: str, progress: bool,
+                  train_samples: Optional[int]) -> Tuple[TrainConfig, str]:
+    kind, grade, ablation = parse_entry(name, p.grade)
+    common = short_run(grade=grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
+                       embedding_lr=lr, seed=seed, out_dir=out, progress=progress, train_samples=train_samples,
+                       early_stopping=p.early_stopping, model_overrides={"dropout": p.dropout, **ablation})
+    if kind == "lightsuan-distilled":
+        return distill_config(p.teacher_grade or _one_grade_up(grade), **common), "student"
+    return TrainConfig(model=kind, **common), "model"
+
+
+def _run_path(out_dir: str, name: str, lr: float, seed: int, train_samples: Optional[int]) -> str:
+    tag = f"{name}-lr{lr:g}-s{seed}" + (f"-n{train_samples}" if train_samples else "")
+    return os.path.join(out_dir, "results", tag.replace("@", "_at_") + ".json")
+
+
+def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: str, progress: bool,
+             train_samples: Optional[int] = None) -> dict:
+    """One training run's summary, from ``OUT/results`` when it finished before."""
+    from .io import cached_json
+
+    path = _run_path(out_dir, name, lr, seed, train_samples)
+    run_dir = os.path.join(out_dir, "runs", os.path.basename(path)[:-5])
+    cfg, key = _train_config(name, p, lr, seed, run_dir, progress, train_samples)
+
+    def run():
+        res = train(cfg, store)
+        return {"name": name, "lr": lr, "seed": seed, "train_samples": train_samples, "which": key,
+                "config": cfg.to_dict(), "test": res["test"][key],
+                "valid": res["valid"][-1][key] if res["valid"] else {},
+                "best_epoch": res["best_epoch"], "best_valid_auc": res["best_valid_auc"],
+                "epochs_trained": res["epochs_trained"], "params": res["params"][key],
+                "samples_per_s": res.get("train_samples_per_s"),
+                "checkpoint": os.path.join(run_dir, "checkpoint.pt")}
+
+    result, _ = cached_json(path, run, expect={"config": cfg.to_dict()})
+    return result
+
+
+def _inference_ms(run: dict, store, max_len: int, K: int = 100) -> Optional[float]:
+    """Median ms of one request (a median-length history, K candidates, one pass) on this CPU,
+    for the model of a run's checkpoint."""
+    from .batch import collate
+    from .serving import load_checkpoint_model
+
+    if not os.path.exists(run["checkpoint"]):
+        return None
+    model = load_checkpoint_model(run["checkpoint"], run["which"]).to("cpu").eval()
     history = median_test_request(store, max_len)
     cands = random_candidates(store.schema, K, seed=K)
-    model = model.to("cpu").eval()
-    from .batch import collate
 
     def one_pass():
         with torch.no_grad():
@@ -69,63 +140,154 @@ def _inference_ms(model, store, max_len: int, K: int = 100) -> float:
     return time_call(one_pass, warmup=2, repeat=7)
 
 
+def _summary(vals: Sequence[float]) -> dict:
+    a = np.asarray(vals, dtype=float)
+    ok = a[np.isfinite(a)]
+    return {"mean": float(ok.mean()) if ok.size else float("nan"),
+            "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0, "values": a.tolist()}
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Paired comparison over seeds of ``a - b``: mean difference, t statistic and two-sided p
+    (Student's t with n-1 degrees of freedom, scipy; without scipy the exact sign-flip test)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    n = d.size
+    out = {"n": int(n), "mean_diff": float(d.mean()) if n else float("nan")}
+    if n < 2:
+        return out
+    sd = d.std(ddof=1)
+    out["t"] = float(d.mean() / (sd / math.sqrt(n))) if sd > 0 else float("inf") * np.sign(d.mean())
+    try:
+        from scipy import stats
+
+        out["p"] = float(stats.ttest_rel(a, b).pvalue) if sd > 0 else 0.0
+        out["test"] = "paired t-test"
+    except ImportError:
+        signs = np.array(np.meshgrid(*[[-1, 1]] * n)).reshape(n, -1).T
+        null = np.abs((signs * d).mean(1))
+        out["p"] = float((null >= abs(d.mean()) - 1e-15).mean())
+        out["test"] = "sign-flip permutation test"
+    return out
+
+
+def reference_scores(store) -> Dict[str, dict]:
+    """Test AUC / GAUC / LogLoss of two scores that use no model: the target item's and the user's
+    click rate on the training split (smoothed toward the global rate)."""
+    train_cols = store.split("train").columns
+    test_cols = store.split("test").columns
+    y = np.asarray(train_cols["label"], float)
+    prior, strength = float(y.mean()), 5.0
+    out = {}
+    for name, key in (("item click rate", "target.item"), ("user click rate", "user")):
+        ids = np.asarray(train_cols[key], np.int64)
+        size = int(max(ids.max(initial=0), np.asarray(test_cols[key]).max(initial=0))) + 1
+        clicks = np.bincount(ids, weights=y, minlength=size)
+        shows = np.bincount(ids, minlength=size)
+        rate = (clicks + strength * prior) / (shows + strength)
+        score = rate[np.asarray(test_cols[key], np.int64)]
+        logit = np.log(np.clip(score, 1e-6, 1 - 1e-6) / np.clip(1 - score, 1e-6, 1))
+        out[name] = ctr_metrics(np.asarray(test_cols["label"]), logit, np.asarray(test_cols["user"]))
+    return out
+
+
 def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str]] = None, preset: str = "smoke",
                 seeds: Optional[Sequence[int]] = None, data_dir: Optional[str] = None, progress: bool = False,
-                **overrides) -> dict:
+                jobs: int = 1, **overrides) -> dict:
+    """The comparison of the module docstring; ``jobs`` > 1 trains that many runs at a time in
+    worker processes (one thread each)."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
     p = dataclasses.replace(choose_preset(COMPARE_PRESETS, preset, "preset"),
                             **{k: v for k, v in overrides.items() if v is not None})
     if data:
         p = dataclasses.replace(p, data=data)
-    known = all_models()
-    if models:
-        unknown = set(models) - set(known)
-        if unknown:
-            raise ValueError(f"models: unknown {sorted(unknown)}; known: {', '.join(known)}")
-    p = dataclasses.replace(p, models=tuple(models or p.models or known))
+    entries = list(models) if models else list(p.models or all_models()) + list(p.extra)
+    for name in entries:
+        parse_entry(name, p.grade)
+    p = dataclasses.replace(p, models=tuple(entries), extra=())
     if seeds:
         p = dataclasses.replace(p, seeds=tuple(seeds))
     with RunLock(out_dir, "out"):
-        return _run_compare(p, preset, out_dir, data_dir, progress)
+        return _run_compare(p, preset, out_dir, data_dir, progress, jobs)
 
 
-def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional[str], progress: bool) -> dict:
+def _worker_run(args) -> dict:
+    """A run in a worker process (``jobs > 1``): one thread, the store opened from its spec."""
+    name, p, lr, seed, out_dir, data_dir, tune_n = args
+    torch.set_num_threads(1)
+    store = open_data(p.data, data_dir, 0)
+    return _run_one(name, store, p, lr, seed, out_dir, False, tune_n)
+
+
+def _run_all(tasks, store, p, out_dir, data_dir, progress, jobs) -> list:
+    """Runs of ``tasks`` [(name, lr, seed, train_samples)], in order, or on ``jobs`` processes."""
+    if jobs <= 1:
+        return [_run_one(n, store, p, lr, seed, out_dir, progress, ts) for n, lr, seed, ts in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_worker_run, [(n, p, lr, seed, out_dir, data_dir, ts) for n, lr, seed, ts in tasks]))
+
+
+def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional[str], progress: bool,
+                 jobs: int = 1) -> dict:
     t0 = time.perf_counter()
     store = open_data(p.data, data_dir, 0)
     n_train = len(store.split("train"))
-    print(f"compare on {p.data}: {store.describe()['samples']} samples; grade {p.grade}, {p.epochs} epoch(s), "
-          f"batch {p.batch_size}, L={p.max_len}, lr grid {list(p.lr_grid)}, seeds {list(p.seeds)}", flush=True)
+    tune_n = p.tune_samples if p.tune_samples and p.tune_samples < n_train else None
+    print(f"compare on {p.data}: {store.describe()['samples']} samples (history rule "
+          f"{store.info.get('history_rule', 'unrecorded')}); grade {p.grade}, up to {p.epochs} epoch(s)"
+          f"{f', early stopping after {p.early_stopping}' if p.early_stopping else ''}, batch {p.batch_size}, "
+          f"L={p.max_len}, lr grid {list(p.lr_grid)}, seeds {list(p.seeds)}"
+          f"{f', {jobs} worker processes' if jobs > 1 else ''}", flush=True)
+    seed0 = p.seeds[0]
+    # phase 1: the learning-rate grid on seed 0's validation AUC (the test split is never looked at)
+    best_lr = {name: p.lr_grid[0] for name in p.models}
+    tuned: Dict[Tuple[str, float], dict] = {}
+    if len(p.lr_grid) > 1:
+        tasks = [(name, lr, seed0, tune_n) for name in p.models for lr in p.lr_grid]
+        for (name, lr, _, _), r in zip(tasks, _run_all(tasks, store, p, out_dir, data_dir, progress, jobs)):
+            tuned[(name, lr)] = r
+            auc = r["best_valid_auc"] if r["best_valid_auc"] is not None else r["valid"].get("auc", -math.inf)
+            print(f"  {name} lr={lr:g} (tuning, seed {seed0}{f', {tune_n:,} samples' if tune_n else ''}): "
+                  f"valid auc {auc:.4f} (best epoch {r['best_epoch']})", flush=True)
+        for name in p.models:
+            def valid_auc(lr):
+                r = tuned[(name, lr)]
+                return r["best_valid_auc"] if r["best_valid_auc"] is not None else r["valid"].get("auc", -math.inf)
+            best_lr[name] = max(p.lr_grid, key=valid_auc)
+    # phase 2: every seed at the chosen rate (seed 0's tuning run reused when it saw all the data)
+    runs: Dict[str, Dict[int, dict]] = {name: {} for name in p.models}
+    tasks = []
+    for name in p.models:
+        for seed in p.seeds:
+            if seed == seed0 and tune_n is None and (name, best_lr[name]) in tuned:
+                runs[name][seed] = tuned[(name, best_lr[name])]
+            else:
+                tasks.append((name, best_lr[name], seed, None))
+    for (name, _, seed, _), r in zip(tasks, _run_all(tasks, store, p, out_dir, data_dir, progress, jobs)):
+        runs[name][seed] = r
     results: Dict[str, dict] = {}
     for name in p.models:
-        runs = {}
-        best_lr, best_auc = p.lr_grid[0], -1.0
-        if len(p.lr_grid) > 1:  # tune on seed 0's validation AUC, on a subset of the training data
-            for lr in p.lr_grid:
-                r = _train_one(name, store, p, lr, p.seeds[0], os.path.join(out_dir, "runs", f"{name}-tune-lr{lr:g}"),
-                               progress, train_samples=p.tune_samples)
-                auc = r["valid"].get("auc", float("nan"))
-                print(f"  {name} lr={lr:g} (tuning on {min(p.tune_samples or 10**12, n_train):,} samples): "
-                      f"valid auc {auc:.4f}", flush=True)
-                if auc > best_auc:
-                    best_lr, best_auc = lr, auc
         for seed in p.seeds:
-            r = _train_one(name, store, p, best_lr, seed, os.path.join(out_dir, "runs", f"{name}-lr{best_lr:g}-s{seed}"),
-                           progress)
-            runs[seed] = r
-            print(f"  {name} lr={best_lr:g} seed={seed}: test auc {r['test']['auc']:.4f}", flush=True)
-        model = runs[p.seeds[0]]["model"]
-        entry = {"lr": best_lr, "seeds": list(p.seeds)}
+            r = runs[name][seed]
+            print(f"  {name} lr={best_lr[name]:g} seed={seed}: test auc {r['test']['auc']:.4f} "
+                  f"(best epoch {r['best_epoch']} of {r['epochs_trained']})", flush=True)
+        kind, grade, _ = parse_entry(name, p.grade)
+        entry = {"lr": best_lr[name], "seeds": list(p.seeds), "grade": grade,
+                 "family": "suan" if kind in ("suan", "lightsuan", "lightsuan-distilled") else "baseline"}
         for metric in ("auc", "gauc", "logloss"):
-            vals = np.array([runs[s]["test"][metric] for s in p.seeds], dtype=float)
-            ok = vals[np.isfinite(vals)]
-            entry[metric] = {"mean": float(ok.mean()) if ok.size else float("nan"),
-                             "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0, "values": vals.tolist()}
-        entry["non_embedding_params"] = runs[p.seeds[0]]["params"]["non_embedding"]
-        entry["train_samples_per_s"] = float(np.median([runs[s]["samples_per_s"] or 0 for s in p.seeds]))
-        entry["inference_ms_k100"] = _inference_ms(model, store, p.max_len)
+            entry[metric] = _summary([runs[name][s]["test"][metric] for s in p.seeds])
+        entry["best_epoch"] = _summary([runs[name][s]["best_epoch"] or 0 for s in p.seeds])
+        entry["non_embedding_params"] = runs[name][seed0]["params"]["non_embedding"]
+        entry["train_samples_per_s"] = float(np.median([runs[name][s]["samples_per_s"] or 0 for s in p.seeds]))
+        entry["inference_ms_k100"] = _inference_ms(runs[name][seed0], store, p.max_len)
         results[name] = entry
-    report = {"data": p.data, "preset": preset, "settings": {k: (list(v) if isinstance(v, tuple) else v)
-                                                            for k, v in dataclasses.asdict(p).items()},
-              "samples": store.describe()["samples"], "models": results, "wall_time_s": time.perf_counter() - t0}
+    report = {"data": p.data, "preset": preset, "history_rule": store.info.get("history_rule"),
+              "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(p).items()},
+              "samples": store.describe()["samples"], "models": results, "tests": _paired_tests(results),
+              "reference": reference_scores(store), "wall_time_s": time.perf_counter() - t0}
     write_json(os.path.join(out_dir, "compare.json"), report)
     md = format_compare(report)
     write_text(os.path.join(out_dir, "compare.md"), md)
@@ -133,22 +295,69 @@ def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional
     return report
 
 
+def _paired_tests(results: Dict[str, dict]) -> Dict[str, dict]:
+    """Each SUAN-family entry against the best baseline (by mean test AUC) and against every
+    baseline's mean: the margin in units of the larger standard deviation."""
+    baselines = {k: v for k, v in results.items() if v["family"] == "baseline"}
+    if not baselines:
+        return {}
+    best = max(baselines, key=lambda k: baselines[k]["auc"]["mean"])
+    out = {}
+    for name, e in results.items():
+        if e["family"] != "suan":
+            continue
+        t = paired_test(e["auc"]["values"], baselines[best]["auc"]["values"])
+        t["against"] = best
+        margins = {}
+        for b, be in baselines.items():
+            spread = max(e["auc"]["std"], be["auc"]["std"], 1e-12)
+            margins[b] = (e["auc"]["mean"] - be["auc"]["mean"]) / spread
+        t["margin_in_std"] = margins
+        t["ahead_of_every_baseline_by_2_std"] = all(m > 2 for m in margins.values())
+        out[name] = t
+    return out
+
+
 def format_compare(report: dict) -> str:
     s = report["settings"]
-    lines = [f"Data `{report['data']}` ({report['samples']['train']:,} train / {report['samples']['test']:,} test samples); "
-             f"grade {s['grade']}, {s['epochs']} epoch(s), batch {s['batch_size']}, L={s['max_len']}, "
-             f"seeds {s['seeds']}; learning rate picked from {s['lr_grid']} by seed {s['seeds'][0]}'s valid AUC "
-             f"(tuning runs on {s['tune_samples']} samples).",
-             "", "| model | test AUC | GAUC | LogLoss | non-emb params | train samples/s | ms/request (K=100) | lr |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    best = max(report["models"].values(), key=lambda e: e["auc"]["mean"])["auc"]["mean"]
+    tune = f"tuning runs on {s['tune_samples']:,} samples" if s.get("tune_samples") else "tuning runs on all samples"
+    stop = (f", early stopping after {s['early_stopping']} epoch(s) without a better valid AUC (the best epoch's "
+            "weights tested)" if s.get("early_stopping") else "")
+    lines = [f"Data `{report['data']}` ({report['samples']['train']:,} train / {report['samples']['test']:,} test "
+             f"samples, history rule `{report.get('history_rule')}`); grade {s['grade']}, up to {s['epochs']} "
+             f"epoch(s){stop}, batch {s['batch_size']}, L={s['max_len']}, dropout {s.get('dropout', 0.0)}, seeds "
+             f"{s['seeds']}; learning rate picked from {s['lr_grid']} by seed {s['seeds'][0]}'s valid AUC ({tune}).",
+             "", "| model | test AUC | GAUC | LogLoss | best epoch | non-emb params | train samples/s | "
+             "ms/request (K=100) | lr |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    best = max(e["auc"]["mean"] for e in report["models"].values())
     for name, e in report["models"].items():
         auc = f"{e['auc']['mean']:.4f} ± {e['auc']['std']:.4f}"
         if e["auc"]["mean"] == best:
             auc = f"**{auc}**"
+        ms = e.get("inference_ms_k100")
+        be = e.get("best_epoch", {})
         lines.append(f"| {name} | {auc} | {e['gauc']['mean']:.4f} ± {e['gauc']['std']:.4f} | "
-                     f"{e['logloss']['mean']:.4f} ± {e['logloss']['std']:.4f} | {e['non_embedding_params']:,} | "
-                     f"{e['train_samples_per_s']:.0f} | {e['inference_ms_k100']:.2f} | {e['lr']:g} |")
+                     f"{e['logloss']['mean']:.4f} ± {e['logloss']['std']:.4f} | "
+                     f"{be.get('mean', float('nan')):.1f} | {e['non_embedding_params']:,} | "
+                     f"{e['train_samples_per_s']:.0f} | {'-' if ms is None else f'{ms:.2f}'} | {e['lr']:g} |")
+    ref = report.get("reference") or {}
+    if ref:
+        lines += ["", "Reference scores without a model (training-split click rates, smoothed):", "",
+                  "| score | test AUC | GAUC | LogLoss |", "|---|---:|---:|---:|"]
+        for name, m in ref.items():
+            lines.append(f"| {name} | {m['auc']:.4f} | {m['gauc']:.4f} | {m['logloss']:.4f} |")
+    tests = report.get("tests") or {}
+    if tests:
+        lines += ["", "Paired test over seeds (test AUC) against the best baseline; margin over each baseline in "
+                  "units of the larger of the two standard deviations:", "",
+                  "| model | vs | mean diff | t | p | smallest margin (std) | ahead of every baseline by > 2 std |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for name, t in tests.items():
+            smallest = min(t["margin_in_std"].items(), key=lambda kv: kv[1])
+            lines.append(f"| {name} | {t['against']} | {t['mean_diff']:+.4f} | {t.get('t', float('nan')):.2f} | "
+                         f"{t.get('p', float('nan')):.3f} | {smallest[1]:+.1f} ({smallest[0]}) | "
+                         f"{'yes' if t['ahead_of_every_baseline_by_2_std'] else 'no'} |")
     lines.append("")
     lines.append(f"wall time {report['wall_time_s'] / 60:.1f} min")
     return "\n".join(lines)

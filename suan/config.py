@@ -116,6 +116,12 @@ class ModelConfig:
     num_global: int = 0
     attention_backend: str = "auto"
     grade: Optional[str] = None
+    # ablations (all on in SUAN): the time-bucket term of the relative bias, the cross-attention to
+    # the feature tokens (off: the block skips cross-attention and gate), the MSGate (off: an
+    # even mix (x + c) / 2)
+    use_time_bias: bool = True
+    use_cross_attention: bool = True
+    use_msgate: bool = True
 
     def __post_init__(self):
         if self.embed_dim < 1 or self.num_layers < 1 or self.num_heads < 1:

@@ -70,3 +70,24 @@ def refuse_overwriting_input(output: str, inputs, what: str = "output") -> None:
         if inp and inp != "-" and output and output != "-" and same_file(output, inp):
             raise UserError(f"{what}: {output} is also the input {inp}; choose another path (no command overwrites "
                             "its own input)")
+
+
+def cached_json(path: str, compute, expect: dict = None):
+    """``(result, True)`` from ``path`` when a finished run left it there (and its ``expect``
+    entries match), else ``(compute(), False)`` with the result written to ``path`` atomically:
+    long sweeps resume by skipping what is done. A stored result whose ``expect`` entries differ
+    (another configuration under the same name) is refused, never silently reused."""
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                stored = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: cannot be read ({e}); remove it to run that step again") from None
+        for key, value in (expect or {}).items():
+            if json.loads(json.dumps(stored.get(key))) != json.loads(json.dumps(value)):
+                raise UserError(f"{path}: was written with another {key}; use another output folder or remove it")
+        return stored, True
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    result = compute()
+    write_json(path, result)
+    return result, False

@@ -82,7 +82,7 @@ class SUAN(nn.Module):
         self.embeddings = FieldEmbeddings(cfg)
         self.dense = DenseFeatures(cfg.schema.num_dense)
         # One relative-attention-bias table pair shared by every layer (SPEC section 3).
-        self.rab = RelativeAttentionBias(cfg.max_len + 1, cfg.num_time_buckets)
+        self.rab = RelativeAttentionBias(cfg.max_len + 1, cfg.num_time_buckets, use_time=cfg.use_time_bias)
         self.blocks = nn.ModuleList([UnifiedAttentionBlock(cfg, self.rab) for _ in range(cfg.num_layers)])
         self.final_norm = nn.RMSNorm(cfg.d_model)
         head_in = cfg.d_model * (1 + cfg.schema.num_features) + cfg.schema.num_dense

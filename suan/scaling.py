@@ -145,8 +145,10 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
            progress: bool = False) -> dict:
     from .train import TrainConfig, short_run, train
 
+    # a long run checkpoints every few hundred steps and resumes (its settings checked) when the
+    # sweep is restarted, so no more than that is lost to an interruption
     common = short_run(grade=grade, epochs=1, batch_size=p.batch_size, max_len=p.max_len, lr=p.lr, embedding_lr=p.lr,
-                       train_samples=size, progress=progress)
+                       train_samples=size, progress=progress, resume=True, checkpoint_every=300)
     tmp = os.path.join(out_dir, "tmp", f"{grade}-{size}-{teacher}")
     t0 = time.perf_counter()
     if teacher:

@@ -64,7 +64,9 @@ def load_checkpoint_model(path: str, which: Optional[str] = None):
     cfg = ModelConfig.from_dict(configs[which])
     prefix = "" if which == "model" else f"{which}."
     kind = state["config"]["model"] if which != "teacher" else "suan"
-    model = (LightSUAN if kind == "lightsuan" and cfg.sparse else SUAN)(cfg)
+    from .registry import get_model
+
+    model = get_model(kind).cls(cfg)
     sd = {k[len(prefix):]: v for k, v in state["module"].items() if k.startswith(prefix)}
     try:
         model.load_state_dict(sd)

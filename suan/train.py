@@ -77,6 +77,8 @@ class TrainConfig:
     max_steps: Optional[int] = None
     train_samples: Optional[int] = None  # train on a fixed (nested) subset of this many samples
     eval_batch_size: int = 1024
+    early_stopping: int = 0  # patience in epochs without a better valid AUC (0: train every epoch)
+    restore_best: bool = True  # evaluate the test split with the best-valid-AUC epoch's weights
     checkpoint_every: int = 0
     out_dir: str = "runs/train"
     resume: bool = True
@@ -89,7 +91,7 @@ class TrainConfig:
             setattr(self, f.name, _typed(f.name, getattr(self, f.name), _FIELD_TYPES[f.name]))
         for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("log_every", 1),
                           ("warmup_steps", 0), ("distill_warmup_steps", 0), ("num_workers", 0),
-                          ("checkpoint_every", 0)):
+                          ("checkpoint_every", 0), ("early_stopping", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
         for name in ("max_steps", "train_samples", "max_len", "threads"):
@@ -240,7 +242,7 @@ def atomic_save(obj, path: str) -> None:
 RESUME_KEYS = ("data", "model", "grade", "max_len", "model_overrides", "teacher", "teacher_overrides",
                "distill_lambda", "temperature", "distill_warmup_steps", "epochs", "batch_size", "lr", "embedding_lr",
                "embedding_optimizer", "weight_decay", "warmup_steps", "min_lr_ratio", "clip_norm", "seed", "amp",
-               "max_steps", "train_samples")
+               "max_steps", "train_samples", "early_stopping")
 
 
 def resume_differences(saved: dict, current: dict) -> List[str]:
@@ -328,6 +330,9 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.history: Dict[str, list] = {"train": [], "valid": []}
+        # early stopping / best epoch, judged on the served model's valid AUC
+        self.monitor = "student" if cfg.teacher else "model"
+        self.best = {"epoch": 0, "auc": -math.inf, "state": None, "bad_epochs": 0, "stopped": False}
         self.ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
         self._stop_signal = None
         if self.is_main:
@@ -370,6 +375,7 @@ class Trainer:
             "sched": self.sched.state_dict(),
             "rng": _rng_state(),
             "history": self.history,
+            "best": self.best,
         }
 
     def save_checkpoint(self) -> None:
@@ -410,6 +416,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.history = state["history"]
+        self.best = state.get("best", self.best)
         if self.is_main:
             print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
 
@@ -437,7 +444,27 @@ class Trainer:
         return rec
 
     def _done(self) -> bool:
-        return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+        return (self.cfg.max_steps is not None and self.step >= self.cfg.max_steps) or self.best["stopped"]
+
+    def _track_best(self, valid: dict) -> None:
+        """Keep the weights of the best valid AUC so far; stop after ``early_stopping`` epochs
+        without a better one."""
+        auc = valid.get(self.monitor, {}).get("auc", float("nan")) if self.is_main else float("nan")
+        if self.world_size > 1:  # every rank takes rank 0's decision
+            t = torch.tensor([auc], dtype=torch.float64, device=self.device)
+            dist.broadcast(t, 0)
+            auc = float(t)
+        if auc > self.best["auc"]:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+            self.best.update(epoch=self.epoch, auc=auc, state=state, bad_epochs=0)
+        else:
+            self.best["bad_epochs"] += 1
+            if self.cfg.early_stopping and self.best["bad_epochs"] >= self.cfg.early_stopping:
+                self.best["stopped"] = True
+                if self.is_main:
+                    print(f"early stopping after epoch {self.epoch}: no better valid AUC for "
+                          f"{self.best['bad_epochs']} epoch(s); best epoch {self.best['epoch']} "
+                          f"(valid AUC {self.best['auc']:.4f})", flush=True)
 
     def _on_signal(self, signum, frame):
         if self._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
@@ -512,6 +539,7 @@ class Trainer:
                     f"{k} auc {v['auc']:.4f} gauc {v['gauc']:.4f} logloss {v['logloss']:.4f}"
                     for k, v in valid.items() if isinstance(v, dict)) +
                     f"  ({valid['train_samples_per_s']:.0f} samples/s)", flush=True)
+            self._track_best(valid)
             self.save_checkpoint()
             self._stop_if_signalled()
         return self.history
@@ -552,10 +580,16 @@ class Trainer:
         """Test metrics and parameter counts; writes OUT/results.json (rank 0)."""
         from .models import count_parameters
 
+        restored = self.cfg.restore_best and self.best["state"] is not None
+        if restored:
+            self.module.load_state_dict(self.best["state"])
         test = self.evaluate("test")
         result = {"config": self.cfg.to_dict(), "test": test, "valid": self.history["valid"],
                   "params": {k: count_parameters(m) for k, m in self.models().items()},
-                  "steps": self.step}
+                  "steps": self.step, "epochs_trained": self.epoch,
+                  "best_epoch": self.best["epoch"] if self.best["state"] is not None else None,
+                  "best_valid_auc": self.best["auc"] if self.best["state"] is not None else None,
+                  "stopped_early": bool(self.best["stopped"]), "test_weights": "best" if restored else "last"}
         tr = self.history["train"]
         if tr:
             result["train_samples_per_s"] = float(np.median([r["samples_per_s"] for r in tr[len(tr) // 2:]]))

@@ -106,9 +106,12 @@ class UnifiedAttentionBlock(nn.Module):
         self.norm1 = nn.RMSNorm(d)
         self.attn = UnifiedSelfAttention(d, cfg.num_heads, rab, pattern=cfg.pattern, backend=cfg.attention_backend)
         self.norm2 = nn.RMSNorm(d)
-        self.cross = FeatureCrossAttention(d, cfg.num_heads)
-        self.gate = MSGate(d)
-        self.norm3 = nn.RMSNorm(d)
+        self.use_cross = cfg.use_cross_attention
+        self.use_gate = cfg.use_msgate
+        if self.use_cross:
+            self.cross = FeatureCrossAttention(d, cfg.num_heads)
+            self.gate = MSGate(d) if self.use_gate else None
+            self.norm3 = nn.RMSNorm(d)
         self.ffn = SwiGLU(d)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -122,12 +125,20 @@ class UnifiedAttentionBlock(nn.Module):
             if capture is not None:
                 _, k, v = self.attn.project(x.index_select(0, layout.behavior_rows))
             x = self.norm2(x + self.dropout(a))
-            c = self.cross(x, feats, layout.seq_index)
-            alpha = self.gate.weights(x, c, layout)
-            x = self.norm3(x + self.dropout(self.gate.mix(alpha.index_select(0, layout.seq_index), x, c)))
+            alpha = None
+            if self.use_cross:
+                c = self.cross(x, feats, layout.seq_index)
+                alpha = self._alpha(x, c, layout)
+                x = self.norm3(x + self.dropout(MSGate.mix(alpha.index_select(0, layout.seq_index), x, c)))
             if capture is not None:
                 capture.append(LayerCache(k, v, alpha))
             return x + self.dropout(self.ffn(x))
+
+    def _alpha(self, x, c, layout: TokenLayout) -> torch.Tensor:
+        """The gate's weight of x per sample ``[B, d]`` (0.5 everywhere without MSGate)."""
+        if self.gate is not None:
+            return self.gate.weights(x, c, layout)
+        return x.new_full((layout.num_behaviors.numel(), x.shape[-1]), 0.5)
 
     def forward_candidates(self, x: torch.Tensor, feats: torch.Tensor, cache: "LayerCache",
                            ts_beh: torch.Tensor, request_ts: torch.Tensor, bias=None) -> torch.Tensor:
@@ -140,8 +151,9 @@ class UnifiedAttentionBlock(nn.Module):
             a = target_attention(q, k, v, cache.k, cache.v, ts_beh, request_ts, rab.w_pos, rab.w_time,
                                  num_buckets=rab.num_buckets, bias=bias)
             x = self.norm2(x + self.attn.o_proj(a.reshape(x.shape)))
-            c = self.cross(x, feats, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
-            x = self.norm3(x + self.gate.mix(cache.alpha, x, c))
+            if self.use_cross:
+                c = self.cross(x, feats, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+                x = self.norm3(x + MSGate.mix(cache.alpha, x, c))
             return x + self.ffn(x)
 
 
@@ -152,7 +164,7 @@ class LayerCache:
 
     k: torch.Tensor
     v: torch.Tensor
-    alpha: torch.Tensor
+    alpha: Optional[torch.Tensor]  # None without cross-attention
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.alpha))
+        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.alpha) if t is not None)

@@ -7,8 +7,9 @@ and sha256, and prints the licence terms and the citation. A second call is a no
 network or a changed file is a clear error. The data are never committed nor shipped.
 
 CTR protocol (``build_ctr``): a rating >= 4 is a click; each user's ratings in time order; a
-sample is (the history of the user's earlier ratings, with their rating as the action field,
-the target movie, its label); the last 10% of each user's events (by time) form the test set
+sample is (the history of the user's ratings strictly earlier than it, with their rating as the
+action field, the target movie, its label: 76% of ML-100K ratings share a second with another
+of the user's ratings, and those are not history; ``history_rule="file-order"`` keeps them); the last 10% of each user's events (by time) form the test set
 and the 10% before them the validation set. Behavior fields: movie, first genre, rating;
 feature tokens: age bucket, gender, occupation; context: hour and weekday of the event.
 """
@@ -171,7 +172,7 @@ def _age_bucket(age: int) -> int:
     return 7
 
 
-def build_ctr(folder: str, out_dir: str, seed: int = 0, prefix: str = "ml-100k") -> Store:
+def build_ctr(folder: str, out_dir: str, seed: int = 0, prefix: str = "ml-100k", history_rule: str = "strict") -> Store:
     """The CTR protocol of the module docstring on RecBole atomic files ``prefix.{inter,item,user}``."""
     inter_path = os.path.join(folder, f"{prefix}.inter")
     bad = BadRows(inter_path)
@@ -208,15 +209,20 @@ def build_ctr(folder: str, out_dir: str, seed: int = 0, prefix: str = "ml-100k")
         "source": "movielens-100k (recbole 1.2.1 atomic files)", "path": folder, "rows": len(inter_cols["user_id"]),
         "bad_rows": bad.count, "users": users.vocab - 1, "items": movies.vocab - 1, "label": "rating >= 4",
         "licence": LICENCE, "citation": CITATION}, label_from_outcome=True, user_features=uf, seed=seed,
-        min_history=0)  # every rating is a sample (the first one with an empty history)
+        min_history=0, history_rule=history_rule)  # every rating is a sample (the first with an empty history)
 
 
-def open_store(data_dir: Optional[str] = None, seed: int = 0) -> Store:
-    """The CTR dataset (built once into the cache); needs ``suan data fetch movielens-100k``."""
+# bump when the CTR protocol changes: the cache folder is keyed by it (v2: the history rule)
+PROTOCOL_VERSION = 2
+
+
+def open_store(data_dir: Optional[str] = None, seed: int = 0, history_rule: str = "strict") -> Store:
+    """The CTR dataset (built once into the cache); needs ``suan data fetch movielens-100k``.
+    The cache folder is keyed by the files' verified sha256, the protocol version and the rule."""
     folder = data_folder(data_dir)
     if verify(folder):
         raise FileNotFoundError(f"movielens-100k is not in {folder}: run `suan data fetch movielens-100k` first")
-    out = os.path.join(cache_root(data_dir), "movielens-100k-ctr")
+    out = os.path.join(cache_root(data_dir), f"movielens-100k-ctr-v{PROTOCOL_VERSION}-{history_rule}")  # no negatives: seed-free
     if os.path.exists(os.path.join(out, "schema.json")):
         return Store(out)
-    return build_ctr(folder, out, seed=seed)
+    return build_ctr(folder, out, seed=seed, history_rule=history_rule)

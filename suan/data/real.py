@@ -7,8 +7,12 @@
 * Amazon reviews: JSON lines, 2014/2018 (``reviewerID, asin, overall, unixReviewTime``) or 2023
   (``user_id, parent_asin|asin, rating, timestamp`` in ms).
 
-Every builder keeps each user's interactions in time order; a sample's history is the user's
-interactions strictly before it (never a later one), cut to the last L by the loader. Labels:
+Every builder keeps each user's interactions in time order. A sample's history is, by default
+(``history_rule="strict"``), the user's interactions with a timestamp strictly earlier than the
+sample's (SPEC section 2): events sharing the target's second are not its history, whatever their
+order in the file, since they are not known at request time. ``history_rule="file-order"`` keeps
+the old behaviour (every interaction before it in the time-sorted file, ties included). The
+store's ``info["history_rule"]`` records the rule. The loader cuts histories to the last L. Labels:
 MovieLens has impressions with an outcome (rating >= 4 is a click); Taobao and Amazon have
 positives only, so each positive gets ``negatives`` items sampled by popularity (among items the
 user has not interacted with) at the same moment and with the same history. Each user's samples
@@ -32,6 +36,7 @@ from ..config import FieldSpec, Schema
 from .store import Store, StoreWriter
 
 SECONDS_PER_DAY = 86400
+HISTORY_RULES = ("strict", "file-order")
 
 
 @dataclass
@@ -138,12 +143,16 @@ def _context(ts: np.ndarray) -> Dict[str, np.ndarray]:
 def build_store(out_dir: str, inter: Interactions, schema: Schema, *, source: dict, negatives: int = 0,
                 label_from_outcome: bool = False, user_features: Optional[Dict[str, np.ndarray]] = None,
                 target_from_item: Optional[Dict[str, np.ndarray]] = None, valid_frac: float = 0.1,
-                test_frac: float = 0.1, seed: int = 0, min_history: int = 1) -> Store:
+                test_frac: float = 0.1, seed: int = 0, min_history: int = 1,
+                history_rule: str = "strict") -> Store:
     """Events + samples from interactions (see the module docstring for the protocol).
 
     ``target_from_item[f]`` maps an item id to its value of target field f (for negatives).
-    ``user_features[f]`` maps a user id to a feature value.
+    ``user_features[f]`` maps a user id to a feature value. ``history_rule``: ``strict`` (a
+    sample's history holds only strictly earlier events) or ``file-order``.
     """
+    if history_rule not in HISTORY_RULES:
+        raise ValueError(f"history_rule: one of {HISTORY_RULES}, got {history_rule!r}")
     rng = np.random.default_rng(seed)
     user = np.asarray(inter.user, dtype=np.int64)
     ts = np.asarray(inter.ts, dtype=np.int64)
@@ -156,14 +165,20 @@ def build_store(out_dir: str, inter: Interactions, schema: Schema, *, source: di
     starts = np.flatnonzero(np.concatenate([[True], user[1:] != user[:-1]]))
     ends = np.concatenate([starts[1:], [n]])
     user_start = np.repeat(starts, ends - starts)
-    rank = np.arange(n) - user_start  # history length before this event
-    # a sample per event with at least min_history earlier events: its history is [start, i)
+    if history_rule == "strict":
+        # the history of event i ends where the run of the user's events at i's second begins
+        tie_start = np.concatenate([[True], (user[1:] != user[:-1]) | (ts[1:] != ts[:-1])])
+        hist_end = np.maximum.accumulate(np.where(tie_start, np.arange(n), 0))
+    else:
+        hist_end = np.arange(n)
+    rank = hist_end - user_start  # history length of this event
+    # a sample per event with at least min_history history events: its history is [start, end)
     pos = np.flatnonzero(rank >= min_history)
     if pos.size == 0:
         raise ValueError(f"{source.get('path')}: no user has more than {min_history} interaction(s); "
                          "nothing to predict")
     item = cols["item"]
-    s_user, s_ts, s_start, s_end = user[pos], ts[pos], user_start[pos], pos
+    s_user, s_ts, s_start, s_end = user[pos], ts[pos], user_start[pos], hist_end[pos]
     s_label = label[pos] if label_from_outcome else np.ones(pos.size, dtype=np.float32)
     s_targets = {f: cols[f][pos] for f in schema.target_fields}
     # per-user split by time (samples of one user are contiguous and time-ordered); one sample
@@ -200,7 +215,7 @@ def build_store(out_dir: str, inter: Interactions, schema: Schema, *, source: di
             feats[f"feat.{f.name}"] = user_features[f.name][s_user]
     hist_len = (s_end - s_start).astype(np.float32)
     dense = np.log1p(hist_len)[:, None].astype(np.float32)
-    writer = StoreWriter(out_dir, schema, info=dict(source))
+    writer = StoreWriter(out_dir, schema, info=dict(source, history_rule=history_rule))
     writer.add_events({**{f.name: cols[f.name] for f in schema.behavior_fields}, "ts": ts})
     samples = {"user": s_user, "request_ts": s_ts, "hist_start": s_start, "hist_end": s_end, "label": s_label,
                "dense": dense, **{f"target.{k}": v for k, v in s_targets.items()}, **feats}
@@ -216,7 +231,8 @@ def build_store(out_dir: str, inter: Interactions, schema: Schema, *, source: di
 TAOBAO_ACTIONS = {"pv": 1, "cart": 2, "fav": 3, "buy": 4}
 
 
-def build_taobao(path: str, out_dir: str, seed: int = 0, negatives: int = 1, max_rows: Optional[int] = None) -> Store:
+def build_taobao(path: str, out_dir: str, seed: int = 0, negatives: int = 1, max_rows: Optional[int] = None,
+                 history_rule: str = "strict") -> Store:
     bad = BadRows(path)
     users, items, cats = IdMap(), IdMap(), IdMap()
     inter = Interactions()
@@ -261,7 +277,8 @@ def build_taobao(path: str, out_dir: str, seed: int = 0, negatives: int = 1, max
         lookup[k] = v
     return build_store(out_dir, inter, schema, source={"source": "taobao-userbehavior", "path": path,
                                                        "bad_rows": bad.count, "rows": total},
-                       negatives=negatives, target_from_item={"category": lookup}, seed=seed)
+                       negatives=negatives, target_from_item={"category": lookup}, seed=seed,
+                       history_rule=history_rule)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,7 +343,7 @@ def _movielens_rows(path: str, bad: BadRows) -> Iterable[Tuple[int, str, str, fl
             yield line_no, parts[0], parts[1], rating, t
 
 
-def build_movielens(path: str, out_dir: str, seed: int = 0) -> Store:
+def build_movielens(path: str, out_dir: str, seed: int = 0, history_rule: str = "strict") -> Store:
     folder = os.path.dirname(os.path.abspath(path))
     genres_of = _read_movies(folder)
     users_meta = _read_users_ml1m(folder)
@@ -366,13 +383,13 @@ def build_movielens(path: str, out_dir: str, seed: int = 0) -> Store:
     )
     return build_store(out_dir, inter, schema, source={"source": "movielens", "path": path, "bad_rows": bad.count,
                                                        "rows": total, "label": "rating >= 4"},
-                       label_from_outcome=True, user_features=user_features, seed=seed)
+                       label_from_outcome=True, user_features=user_features, seed=seed, history_rule=history_rule)
 
 
 # ----------------------------------------------------------------------------------------------
 # Amazon reviews
 # ----------------------------------------------------------------------------------------------
-def build_amazon(path: str, out_dir: str, seed: int = 0, negatives: int = 1) -> Store:
+def build_amazon(path: str, out_dir: str, seed: int = 0, negatives: int = 1, history_rule: str = "strict") -> Store:
     bad = BadRows(path)
     users, items = IdMap(), IdMap()
     inter = Interactions()
@@ -424,7 +441,7 @@ def build_amazon(path: str, out_dir: str, seed: int = 0, negatives: int = 1) -> 
     )
     return build_store(out_dir, inter, schema, source={"source": "amazon-reviews", "path": path,
                                                        "bad_rows": bad.count, "rows": total},
-                       negatives=negatives, seed=seed)
+                       negatives=negatives, seed=seed, history_rule=history_rule)
 
 
 BUILDERS: Dict[str, Callable[..., Store]] = {"taobao": build_taobao, "movielens": build_movielens,

@@ -253,7 +253,7 @@ def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, progress: bool
     rng = np.random.default_rng(cfg.seed)
     world = _World(cfg, rng)
     schema = cfg.schema()
-    writer = StoreWriter(out_dir, schema, info={"source": "synthetic", "config": asdict(cfg),
+    writer = StoreWriter(out_dir, schema, info={"source": "synthetic", "config": asdict(cfg), "history_rule": "strict",
                                                 "generator": "suan.data.synthetic"})
     oracle = {name: ([], []) for name in ("train", "valid", "test")}  # (labels, true logits), first 1M
     for c0 in range(0, cfg.num_users, cfg.chunk_users):

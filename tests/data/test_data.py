@@ -237,3 +237,51 @@ def test_amazon_2023_millisecond_timestamps_as_strings(tmp_path):
     store = BUILDERS["amazon"](str(path), str(tmp_path / "out"))
     ts = np.asarray(store.events["ts"])
     assert ts.min() == 1_600_000_000 and ts.max() == 1_600_000_000 + 86400 * 10  # seconds, not milliseconds
+
+
+def _tied_interactions():
+    """One user: ratings at seconds 10, 20, 20, 20, 30, 30, 40 (file order shuffled)."""
+    from suan.data.real import Interactions
+
+    inter = Interactions()
+    rows = [(20, 2), (10, 1), (30, 5), (20, 3), (40, 7), (20, 4), (30, 6)]
+    for t, item in rows:
+        inter.append(1, t, {"item": item, "action": 1}, label=float(item % 2))
+    return inter
+
+
+@pytest.mark.parametrize("rule", ["strict", "file-order"])
+def test_history_rule_on_tied_timestamps(tmp_path, rule):
+    from suan.config import FieldSpec, Schema
+    from suan.data.real import build_store
+
+    schema = Schema(behavior_fields=(FieldSpec("item", 10), FieldSpec("action", 3)), target_fields=("item",),
+                    feature_fields=(FieldSpec("hour", 25),), num_dense=1)
+    store = build_store(str(tmp_path / rule), _tied_interactions(), schema, source={"path": "fixture"},
+                        label_from_outcome=True, valid_frac=0.0, test_frac=0.0, min_history=0, history_rule=rule)
+    assert store.info["history_rule"] == rule
+    ev_ts = np.asarray(store.events["ts"])
+    lengths = []
+    for split in ("train", "valid", "test"):  # every sample's history against its own request time
+        cols = {k: np.asarray(v) for k, v in store.split(split).columns.items()}
+        for start, end, req in zip(cols["hist_start"], cols["hist_end"], cols["request_ts"]):
+            if rule == "strict":
+                assert (ev_ts[start:end] < req).all()  # nothing from the request's own second
+            lengths.append(int(end - start))
+    if rule == "strict":  # 10 -> 0, three at 20 -> 1 each, two at 30 -> 4 each, 40 -> 6
+        assert sorted(lengths) == [0, 1, 1, 1, 4, 4, 6]
+    else:
+        assert sorted(lengths) == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_history_rule_option_in_the_spec(tmp_path):
+    src = tmp_path / "UserBehavior.csv"
+    write_taobao(src)
+    strict = open_dataset(f"taobao:{src}", data_dir=str(tmp_path / "c"))
+    old = open_dataset(f"taobao:{src}?history=file-order", data_dir=str(tmp_path / "c"))
+    assert strict.path != old.path
+    assert strict.info["history_rule"] == "strict" and old.info["history_rule"] == "file-order"
+    with pytest.raises(ValueError, match="history="):
+        open_dataset(f"taobao:{src}?history=loose", data_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="unknown option"):
+        open_dataset(f"taobao:{src}?foo=1", data_dir=str(tmp_path / "c"))

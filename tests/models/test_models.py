@@ -117,3 +117,25 @@ def test_config_roundtrip():
     from suan.config import ModelConfig
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.schema == default_schema()
+
+
+@pytest.mark.parametrize("ablation", [{"use_time_bias": False}, {"use_cross_attention": False},
+                                      {"use_msgate": False}, {"num_layers": 1}])
+def test_ablations_train_and_score_like_the_full_model(ablation):
+    """Each ablation of SUAN runs forward/backward, and its cached scoring equals one pass."""
+    from suan.cache import BehaviorCache
+
+    torch.manual_seed(0)
+    cfg = config_for_grade("g0", light=True, max_len=24, dropout=0.0, **ablation)
+    model = LightSUAN(cfg)
+    batch = random_batch(cfg.schema, 4, 24, 2, seed=1)
+    model(batch).sum().backward()
+    if not ablation.get("use_time_bias", True):
+        assert model.rab.w_time is None
+    if not ablation.get("use_cross_attention", True):
+        assert not hasattr(model.blocks[0], "cross")
+    model.eval()
+    h = random_batch(cfg.schema, 1, 24, 1, min_len=10, seed=2).sample(0)
+    cands = random_batch(cfg.schema, 5, 1, 1, seed=3).targets
+    cached = model.score(h, cands, cache=BehaviorCache(model))
+    assert torch.allclose(cached, model.score(h, cands), atol=1e-5)

@@ -62,6 +62,7 @@ def test_compare_smoke_on_synthetic(tmp_path):
     assert set(rep["models"]) == {"dnn", "din", "lightsuan", "lightsuan-distilled"}
     for e in rep["models"].values():
         assert len(e["auc"]["values"]) == 2 and e["auc"]["std"] >= 0 and e["inference_ms_k100"] > 0
+        assert e["family"] in ("suan", "baseline") and e["best_epoch"]["mean"] >= 1
         assert e["lr"] in (1e-3, 3e-3)
     md = open(tmp_path / "c" / "compare.md").read()
     assert "| dnn |" in md and "±" in md
@@ -84,3 +85,33 @@ def test_compare_on_real_format_fixtures(tmp_path, kind):
                       seeds=[0], data_dir=str(tmp_path / "cache"), max_len=8, lr_grid=(3e-3,))
     assert set(rep["models"]) == {"dnn", "bst", "hstu", "suan", "lightsuan"}
     assert all(0 <= e["auc"]["mean"] <= 1 or np.isnan(e["auc"]["mean"]) for e in rep["models"].values())
+
+
+def test_compare_resumes_finished_runs_and_reports_tests(tmp_path):
+    kw = dict(models=["dnn", "suan", "suan@g1", "suan~nogate"], seeds=[0, 1], data_dir=str(tmp_path / "data"), max_len=12,
+              lr_grid=(3e-3,), epochs=2, early_stopping=1, grade="g0")
+    rep = run_compare("synthetic:tiny", str(tmp_path / "c"), jobs=2, **kw)
+    assert set(rep["models"]) == {"dnn", "suan", "suan@g1", "suan~nogate"} and rep["models"]["suan@g1"]["grade"] == "g1"
+    assert set(rep["tests"]) == {"suan", "suan@g1", "suan~nogate"} and rep["tests"]["suan"]["against"] == "dnn"
+    assert {"item click rate", "user click rate"} <= set(rep["reference"])
+    results = sorted(os.listdir(tmp_path / "c" / "results"))
+    assert len(results) == 8
+    mtimes = {f: os.path.getmtime(tmp_path / "c" / "results" / f) for f in results}
+    again = run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)  # every run is read back, none retrained
+    assert {f: os.path.getmtime(tmp_path / "c" / "results" / f) for f in results} == mtimes
+    assert again["models"]["suan"]["auc"] == rep["models"]["suan"]["auc"]
+    md = open(tmp_path / "c" / "compare.md").read()
+    assert "Paired test" in md and "item click rate" in md
+    with pytest.raises(ValueError, match="unknown 'xgb'"):
+        run_compare("synthetic:tiny", str(tmp_path / "d"), models=["xgb"], seeds=[0])
+
+
+def test_paired_test_matches_scipy_and_the_sign_flip_fallback(monkeypatch):
+    from suan.compare import paired_test
+
+    a, b = [0.81, 0.80, 0.82, 0.805, 0.815], [0.79, 0.795, 0.80, 0.79, 0.80]
+    t = paired_test(a, b)
+    assert t["test"] == "paired t-test" and t["mean_diff"] > 0 and t["p"] < 0.01
+    monkeypatch.setitem(__import__("sys").modules, "scipy", None)
+    f = paired_test(a, b)
+    assert f["test"] == "sign-flip permutation test" and abs(f["p"] - 2 / 32) < 1e-12

@@ -216,3 +216,32 @@ def test_distributed_gloo_matches_single_process(tmp_path, store):
         else:
             assert torch.equal(a[k], b[k]), k
     assert torch.cat(diffs).median() < 1e-6
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path, store):
+    cfg = _cfg(tmp_path, epochs=6, early_stopping=2, batch_size=128)
+    trainer = Trainer(cfg, store)
+    fake = iter([0.60, 0.70, 0.65, 0.64, 0.99, 0.99])
+    real_evaluate = trainer.evaluate
+    snapshots = {}
+
+    def evaluate(split):
+        res = real_evaluate(split)
+        if split == "valid":
+            res["model"]["auc"] = next(fake)
+            snapshots[trainer.epoch] = {k: v.clone() for k, v in trainer.module.state_dict().items()}
+        return res
+
+    trainer.evaluate = evaluate
+    trainer.fit()
+    assert trainer.epoch == 4 and trainer.best["stopped"]  # epochs 3 and 4 did not beat epoch 2
+    result = trainer.finish()
+    assert result["best_epoch"] == 2 and result["stopped_early"] and result["test_weights"] == "best"
+    assert abs(result["best_valid_auc"] - 0.70) < 1e-12 and result["epochs_trained"] == 4
+    for k, v in trainer.module.state_dict().items():
+        assert torch.equal(v, snapshots[2][k]), k
+    # a resumed run knows it has stopped
+    again = Trainer(_cfg(tmp_path, epochs=6, early_stopping=2, batch_size=128, resume=True), store)
+    assert again.best["stopped"] and again.best["epoch"] == 2
+    again.fit()
+    assert again.epoch == 4

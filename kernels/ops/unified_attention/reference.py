@@ -325,14 +325,35 @@ def _bucket(x: int) -> int:
     return 0 if x == 0 else (x - 1).bit_length() + 1
 
 
+# One padded group for the whole batch when its score blocks hold at most this many elements
+# more than the bucketed groups would: short sequences (CTR histories of tens of tokens) then
+# take one batched matmul per step instead of one per group, whose overhead dominates.
+_ONE_GROUP_SLACK = 1 << 16
+
+
+def _group_cost(n_list: List[int], nt_list: List[int]) -> int:
+    """Score elements (per head) of one padded group of these sequences."""
+    N, K = max(n_list), max(nt_list)
+    return len(n_list) * (N * N + K * (N + 1))
+
+
 def _plan_groups(lengths: List[int], nts: List[int]) -> List[List[int]]:
-    """Sequences grouped by (behavior count, target count) rounded up to powers of two."""
+    """Sequences grouped by (behavior count, target count) rounded up to powers of two, or one
+    group when padding everything to the longest costs little (``_ONE_GROUP_SLACK``)."""
     groups = defaultdict(list)
     for b, (length, nt) in enumerate(zip(lengths, nts)):
         if length == 0:
             continue
         groups[(_bucket(length - nt), _bucket(nt))].append(b)
-    return [groups[key] for key in sorted(groups)]
+    bucketed = [groups[key] for key in sorted(groups)]
+    members = [b for g in bucketed for b in g]
+    if len(bucketed) > 1:
+        n_of = [lengths[b] - nts[b] for b in members]
+        nt_of = [nts[b] for b in members]
+        split_cost = sum(_group_cost([lengths[b] - nts[b] for b in g], [nts[b] for b in g]) for g in bucketed)
+        if _group_cost(n_of, nt_of) <= 2 * split_cost + _ONE_GROUP_SLACK:
+            return [sorted(members)]
+    return bucketed
 
 
 def _build_plans(offsets, timestamps, w_pos, w_time, num_buckets, pattern, lengths, nts, H, dtype):
