@@ -14,9 +14,12 @@ how many registers they need. This module does that part without a GPU:
 
     python -m bench.compile_check                       # bf16/fp16/fp32, dh=64, dense + sparse
     python -m bench.compile_check --dtypes bf16 --head-dims 64 128 --json usage.json
+    python -m bench.compile_check --hot-loop --cubin-dir cubins/   # the hot-loop report (bench/hot_loop.py)
 
-The compiled variants are not specialised on argument divisibility as a JIT launch would be, so
-their register counts are close to, not identical with, what a GPU run compiles.
+Each variant is compiled with the argument specialisation a JIT launch on a GPU applies (the
+launcher's own binder: integers divisible by 16 or equal to 1, 16-byte aligned pointers), so its
+cubin is the one a GPU run would load. ``--cubin-dir`` keeps them as
+``<kernel>-<pass>-<dtype>-dh<dh>-<pattern>-w<warps>-s<stages>.cubin``.
 """
 from __future__ import annotations
 
@@ -57,13 +60,47 @@ class Case:
 @dataclass
 class Launch:
     kernel: str
-    autotuner: object
+    autotuner: object  # triton's Autotuner, or the JITFunction itself for a kernel without configs
     args: tuple
     kwargs: dict
 
     @property
     def pass_name(self) -> str:
         return "B" if self.kwargs.get("PASS_B") else "A"
+
+    @property
+    def fn(self):
+        """The JITFunction under the autotuner and heuristics wrappers."""
+        fn = self.autotuner
+        while not hasattr(fn, "arg_names") or hasattr(fn, "values") or hasattr(fn, "configs"):
+            fn = fn.fn
+        return fn
+
+    @property
+    def configs(self) -> list:
+        import triton
+        from triton.runtime.autotuner import Autotuner
+
+        if isinstance(self.autotuner, Autotuner):
+            return self.autotuner.configs
+        return [triton.Config({}, num_warps=4, num_stages=2)]
+
+    def bind(self, config: Optional[dict] = None) -> dict:
+        """The keyword arguments a launch with ``config`` (default: the first) passes to the
+        JITFunction: the call's, the config's, then each ``triton.heuristics`` value."""
+        from triton.runtime.autotuner import Heuristics
+
+        kwargs = {**self.kwargs, **(config if config is not None else self.configs[0].all_kwargs())}
+        names = self.fn.arg_names
+        wrappers, fn = [], self.autotuner
+        while fn is not self.fn:
+            wrappers.append(fn)
+            fn = fn.fn
+        for w in reversed(wrappers):  # innermost heuristics first, as triton applies them
+            if isinstance(w, Heuristics):
+                for name, rule in w.values.items():
+                    kwargs[name] = rule({**dict(zip(names, self.args)), **kwargs})
+        return kwargs
 
 
 @dataclass
@@ -108,6 +145,15 @@ class _Recorder:
         return _Grid()
 
 
+def _targets_at_request_time(ts: torch.Tensor, offsets: torch.Tensor, num_targets: torch.Tensor) -> torch.Tensor:
+    ts = ts.clone()
+    for b in range(num_targets.numel()):
+        lo, hi, k = int(offsets[b]), int(offsets[b + 1]), int(num_targets[b])
+        if k and hi - lo > k:
+            ts[hi - k:hi] = ts[hi - k - 1] + 60
+    return ts
+
+
 def capture_launches(case: Case, module=None) -> List[Launch]:
     """The launches (forward, then backward) that a CUDA call of ``case`` makes."""
     dtype = DTYPES[case.dtype]
@@ -118,8 +164,14 @@ def capture_launches(case: Case, module=None) -> List[Launch]:
     v = torch.randn(T, case.heads, case.value_dim, generator=g).to(dtype)
     offsets = torch.tensor([0] + list(case.lengths), dtype=torch.int64).cumsum(0)
     num_targets = torch.tensor(list(case.targets), dtype=torch.int64)
-    ts = torch.randint(0, 10**6, (T,), generator=g, dtype=torch.int64)
-    w_pos = torch.randn(2 * 256 - 1, generator=g)
+    # what the models pass: chronological timestamps in seconds (gaps of an hour on average; the
+    # targets share the request's time), a position table as long as the longest sequence (SUAN's
+    # max_len + 1: no clamp), 64 time buckets
+    gaps = torch.empty(T, dtype=torch.float64).exponential_(1 / 3600.0, generator=g).round().to(torch.int64)
+    ts = torch.cat([1_700_000_000 + gaps[int(a):int(b)].cumsum(0) for a, b in zip(offsets[:-1], offsets[1:])])
+    ts = _targets_at_request_time(ts, offsets, num_targets)
+    P = max(case.lengths) + 1
+    w_pos = torch.randn(2 * P - 1, generator=g)
     w_time = torch.randn(65, generator=g)
     call = AttentionCall(q, k, v, offsets, ts, num_targets, w_pos, w_time, 64, case.pattern)
     run = _Run(call, interpret=False)
@@ -203,30 +255,40 @@ def jit_compile(jit_fn, args: tuple, kwargs: dict, arch: int = 90):
 def compile_launch(launch: Launch, arch: int = 90, configs: Optional[list] = None):
     """Compile one captured launch for ``sm_<arch>`` with each autotune config, specialised as a
     JIT launch on a GPU would be; yields ``(config, compiled kernel, seconds)``."""
-    jit_fn = launch.autotuner.fn
-    for cfg in configs if configs is not None else launch.autotuner.configs:
+    jit_fn = launch.fn
+    for cfg in configs if configs is not None else launch.configs:
         t0 = time.perf_counter()
-        kernel = jit_compile(jit_fn, launch.args, {**launch.kwargs, **cfg.all_kwargs()}, arch)
+        kernel = jit_compile(jit_fn, launch.args, launch.bind(cfg.all_kwargs()), arch)
         yield cfg, kernel, time.perf_counter() - t0
 
 
-def check_case(case: Case, arch: int = 90, all_configs: bool = True, module=None) -> List[Usage]:
+def check_case(case: Case, arch: int = 90, all_configs: bool = True, module=None,
+               cubin_dir: Optional[str] = None) -> List[Usage]:
     """Capture the launches of ``case`` and compile each (every autotune config, or the first)."""
     module = module if module is not None else _compiled_module()
     rows = []
     seen = set()
     for launch in capture_launches(case, module):
-        sig, consts = signature_of(launch.autotuner.fn, launch.args, launch.kwargs)
+        sig, consts = signature_of(launch.fn, launch.args, launch.bind())
         key = (launch.kernel, tuple(sorted(sig.items())), tuple(sorted(consts.items())))
         if key in seen:
             continue
         seen.add(key)
-        configs = launch.autotuner.configs if all_configs else launch.autotuner.configs[:1]
+        configs = launch.configs if all_configs else launch.configs[:1]
         for cfg, kernel, secs in compile_launch(launch, arch, configs):
             use = resource_usage(kernel.asm["cubin"])
+            if cubin_dir:
+                os.makedirs(cubin_dir, exist_ok=True)
+                name = (f"{launch.kernel}-{launch.pass_name}-{case.dtype}-dh{case.head_dim}-{case.pattern.name}-"
+                        f"w{cfg.num_warps}-s{cfg.num_stages}")
+                if "GROUP_COLS" in cfg.kwargs:  # two configs may differ only in the head group
+                    name += f"-g{launch.bind(cfg.all_kwargs())['G']}"
+                with open(os.path.join(cubin_dir, name + ".cubin"), "wb") as f:
+                    f.write(kernel.asm["cubin"])
             rows.append(Usage(launch.kernel, launch.pass_name, case.dtype, case.head_dim, case.value_dim, case.pattern.name,
                               cfg.num_warps, cfg.num_stages, use["registers"], use["stack_bytes"] + use["local_bytes"],
-                              kernel.metadata.shared, secs))
+                              kernel.metadata.shared, secs,
+                              {"G": launch.bind(cfg.all_kwargs()).get("G", 1)}))
     return rows
 
 
@@ -240,11 +302,13 @@ def default_cases(dtypes: Sequence[str] = ("bf16", "fp16", "fp32"), head_dims: S
 
 
 def format_table(rows: List[Usage]) -> str:
-    lines = ["| kernel | pass | dtype | dh/dv | pattern | warps | stages | regs | stack B | shared B | compile s |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| kernel | pass | dtype | dh/dv | pattern | warps | stages | heads/program | regs | stack B | shared B "
+             "| compile s |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.kernel} | {r.pass_name} | {r.dtype} | {r.head_dim}/{r.value_dim} | {r.pattern} | "
-                     f"{r.num_warps} | {r.num_stages} | {r.registers} | {r.stack_bytes} | {r.shared_bytes} | "
+                     f"{r.num_warps} | {r.num_stages} | {r.extra.get('G', 1)} | {r.registers} | {r.stack_bytes} | "
+                     f"{r.shared_bytes} | "
                      f"{r.compile_s:.1f} |")
     return "\n".join(lines)
 
@@ -256,11 +320,33 @@ def main(argv=None) -> int:
     p.add_argument("--head-dims", nargs="+", type=int, default=[64])
     p.add_argument("--first-config", action="store_true", help="only the first autotune configuration")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--cubin-dir", default=None, help="write every compiled variant's cubin here")
+    p.add_argument("--hot-loop", action="store_true",
+                   help="the hot-loop report (bf16, dh=64, H=4, dense, both bias tables) against FlashAttention-2")
+    p.add_argument("--lengths", type=int, nargs="+", default=None, help="sequence lengths of the hot-loop case")
     a = p.parse_args(argv)
     module = _compiled_module()
+    if a.hot_loop:
+        from . import hot_loop
+
+        lengths = tuple(a.lengths or (2048, 2048))
+        case = Case(dtype=a.dtypes[0] if len(a.dtypes) == 1 else "bf16", head_dim=a.head_dims[0],
+                    value_dim=a.head_dims[0], heads=4, lengths=lengths, targets=tuple(1 for _ in lengths))
+        rep = hot_loop.report(case, a.arch, a.cubin_dir, module)
+        print(hot_loop.format_report(rep))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"summary": rep["summary"], "spilling_configs": rep["spilling_configs"],
+                           "variants": [dict(source=v.source, kernel=v.kernel, pass_name=v.pass_name,
+                                             config=v.config_name, registers=v.registers, stack_bytes=v.stack_bytes,
+                                             loops=[dict(label=r.label, instructions=r.instructions, tensor=r.tensor,
+                                                         classes=r.classes, nested=r.nested,
+                                                         other_per_kflop=r.other_per_kflop) for r in v.loops])
+                                        for v in rep["ours"] + rep["yardstick"]]}, f, indent=2)
+        return 0
     rows = []
     for i, case in enumerate(default_cases(a.dtypes, a.head_dims)):
-        case_rows = check_case(case, a.arch, not a.first_config, module)
+        case_rows = check_case(case, a.arch, not a.first_config, module, a.cubin_dir)
         table = format_table(case_rows).splitlines()
         print("\n".join(table if i == 0 else table[2:]), flush=True)  # one header, rows as they compile
         rows += case_rows

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a lent H200: CUDA parity tests (compiled kernels, realistic sizes),
-# then every benchmark group; JSON + Markdown under OUT; a short summary table printed last.
+# then every benchmark group, then the static hot-loop report; JSON + Markdown under OUT; a short
+# summary table printed.
 # Installs nothing: it runs with the machine's python3, torch, triton, pytest, pytest-benchmark.
 #
-#   bash bench/gpu_check.sh OUT_DIR        (about 8 minutes at most)
+#   bash bench/gpu_check.sh OUT_DIR        (about 9 minutes at most)
 set -u
 OUT=${1:-gpu_check_out}
 mkdir -p "$OUT"
@@ -33,4 +34,7 @@ if [ -s "$OUT/bench.json" ]; then
   $PY bench/report.py "$OUT/bench.json" --markdown "$OUT/bench.md" > /dev/null
   $PY bench/summary.py "$OUT/bench.json" | tee "$OUT/summary.txt"
 fi
+echo "== hot-loop report (static, sm_90 SASS; compare with the TFLOP/s above) =="
+timeout 120 $PY -m bench.compile_check --hot-loop --json "$OUT/hot_loop.json" > "$OUT/hot_loop.md" 2>&1
+echo "hot-loop exit $?"; grep -A4 "^| figure" "$OUT/hot_loop.md"
 echo "total $(( $(date +%s) - t0 )) s"

@@ -5,8 +5,9 @@ The static proxy of kernel speed the project uses without a GPU (``bench/compile
 warp issues per iteration, by class, and per kFLOP of the loop's tensor-core work.
 
 * A loop is a backward branch: the instructions from its target label to the branch. Loops
-  nested in a tensor-core loop are counted with it (each of their instructions once) and also
-  reported on their own, as the cost of each of their extra iterations.
+  nested in a tensor-core loop are counted with it: once, or, for an inner loop without
+  tensor-core work whose trip count depends on the data, as often as it runs on average
+  (``LoopReport.inner_iterations``, set by the caller from the case's data).
 * Tensor-core work: ``HGMMA.MxNxK`` is issued by a warpgroup of four warps, each warp's share
   2*M*N*K/4 FLOP; ``HMMA.MNK`` (``mma.sync``, e.g. 16816) is per warp, 2*M*N*K FLOP.
 """
@@ -106,11 +107,19 @@ class LoopReport:
     tensor: int
     flop_per_warp: float
     classes: Dict[str, int]
-    nested: List[Tuple[str, int]]  # (label, instructions) of inner loops (cost of each extra iteration)
+    nested: List[Tuple[str, int, int]]  # (label, instructions, tensor-core ones) of inner loops
+    # mean iterations of the inner loops without tensor-core work per iteration of this loop
+    # (e.g. the dq kernel's loop over a tile's time buckets); their body is counted that often
+    inner_iterations: float = 1.0
 
     @property
-    def other(self) -> int:
-        return self.instructions - self.tensor
+    def inner_other(self) -> float:
+        """Non-tensor-core instructions of one pass through the inner loops without tensor cores."""
+        return float(sum(n - t for _, n, t in self.nested if t == 0))
+
+    @property
+    def other(self) -> float:
+        return self.instructions - self.tensor + (self.inner_iterations - 1.0) * self.inner_other
 
     @property
     def other_per_kflop(self) -> float:
@@ -176,7 +185,8 @@ def _report(loop: Loop, instrs: List[Instr]) -> LoopReport:
 
     def walk(lp):
         for ch in lp.children:
-            nested.append((ch.label, ch.end - ch.start + 1))
+            tc = sum(1 for i in instrs[ch.start:ch.end + 1] if i.cls == "tensor")
+            nested.append((ch.label, ch.end - ch.start + 1, tc))
             walk(ch)
 
     walk(loop)

@@ -40,11 +40,20 @@ def _pairs_pass_b(n, window, dilation, num_global):
     return out
 
 
-def _check_pass(pl, pairs_by_seq, rows_by_seq, block):
+def _check_pass(pl, pairs_by_seq, rows_by_seq, block, behaviors_by_seq=None):
+    """``behaviors_by_seq`` (pass A): a full tile also has every row a behavior."""
     listed = {}
     for seq, qb, kb, full in pl.entries():
         assert (seq, qb, kb) not in listed, "duplicate entry"
         listed[(seq, qb, kb)] = full
+    # per query block: full entries first (their count in kv_full), key blocks ascending in each part
+    ptr, idx, nfull = pl.kv_ptr.tolist(), pl.kv_idx.tolist(), pl.kv_full.tolist()
+    for b in range(len(nfull)):
+        codes = idx[ptr[b]:ptr[b + 1]]
+        flags = [c & 1 for c in codes]
+        assert flags == sorted(flags, reverse=True) and sum(flags) == nfull[b]
+        assert [c >> 1 for c in codes[:nfull[b]]] == sorted(c >> 1 for c in codes[:nfull[b]])
+        assert [c >> 1 for c in codes[nfull[b]:]] == sorted(c >> 1 for c in codes[nfull[b]:])
     expected = {}
     for seq, pairs in pairs_by_seq.items():
         tiles = {}
@@ -54,6 +63,8 @@ def _check_pass(pl, pairs_by_seq, rows_by_seq, block):
             rows = [i for i in range(qb * block, min((qb + 1) * block, rows_by_seq[seq]))]
             cols = list(range(kb * block, kb * block + block))
             full = all((i, j) in pairs for i in rows for j in cols)
+            if behaviors_by_seq is not None:  # a complete block of behavior rows
+                full = full and (qb + 1) * block <= behaviors_by_seq[seq]
             expected[(seq, qb, kb)] = full
     assert set(listed) == set(expected), (sorted(set(listed) ^ set(expected)))[:10]
     for key, full in expected.items():
@@ -63,9 +74,12 @@ def _check_pass(pl, pairs_by_seq, rows_by_seq, block):
     start = pl.blk_start.tolist()
     ptr, idx = pl.q_ptr.tolist(), pl.q_idx.tolist()
     transposed = {}
+    qfull = pl.q_full.tolist()
     for b in range(len(seq)):
-        qbs = [idx[e] >> 1 for e in range(ptr[b], ptr[b + 1])]
-        assert qbs == sorted(qbs)
+        codes = idx[ptr[b]:ptr[b + 1]]
+        assert [c & 1 for c in codes] == [1] * qfull[b] + [0] * (len(codes) - qfull[b])
+        for part in (codes[:qfull[b]], codes[qfull[b]:]):
+            assert [c >> 1 for c in part] == sorted(c >> 1 for c in part)
         for e in range(ptr[b], ptr[b + 1]):
             transposed[(seq[b], idx[e] >> 1, start[b] // pl.block)] = bool(idx[e] & 1)
     assert transposed == listed
@@ -88,7 +102,8 @@ def test_lists_hold_exactly_the_allowed_tiles(window, dilation, num_global):
     eff = AttentionPattern(window, dilation, num_global).effective(max(L - t for L, t in zip(lengths, targets)))
     w, d, g = eff.window, eff.dilation, eff.num_global
     pairs_a = {b: _pairs_pass_a(L, L - t, w, d, g) for b, (L, t) in enumerate(zip(lengths, targets))}
-    _check_pass(layout.pass_a, pairs_a, dict(enumerate(lengths)), block)
+    _check_pass(layout.pass_a, pairs_a, dict(enumerate(lengths)), block,
+                {b: L - t for b, (L, t) in enumerate(zip(lengths, targets))})
     if d is None:
         assert layout.pass_b is None
     else:

@@ -27,6 +27,7 @@ _MODULES = {}
 _MODULE_LOCK = threading.Lock()
 _BIAS_GRAD_MODE = os.environ.get("SUAN_BIAS_GRAD", "fixed")
 INTERPRET_BLOCK = 16
+LOG2E = 1.4426950408889634
 
 
 def set_bias_grad_mode(mode: str) -> None:
@@ -67,12 +68,29 @@ def _next_pow2(x: int) -> int:
 
 
 def block_size(head_dim: int, value_dim: int, dtype: torch.dtype, interpret: bool) -> int:
-    """Block edge (query and key blocks are square: the w_pos gradient reduces tile diagonals)."""
+    """Block edge (query and key blocks are square: full tiles read the position bias as a
+    Toeplitz tile and add its gradient per diagonal)."""
     if interpret:
         return INTERPRET_BLOCK
     if dtype == torch.float32 and max(head_dim, value_dim) > 64:
         return 32  # fp32 tiles of 128-wide heads would spill
     return 64
+
+
+def program_grid(num_blocks: int, heads: int):
+    """The launch grid (blocks, head groups) for the head group G the chosen config gives."""
+    return lambda meta: (num_blocks, -(-heads // meta["G"]))
+
+
+def rebased_timestamps(ts: Tensor, offsets: Tensor, lengths: Tensor) -> Tensor:
+    """Each sequence's integer timestamps minus the sequence's smallest, as int32 (the contract's
+    span check guarantees they fit): the kernels' time differences are then 32-bit. No host sync."""
+    B = lengths.numel()
+    seq = torch.repeat_interleave(torch.arange(B, device=ts.device), lengths, output_size=ts.numel())
+    t = ts.to(torch.int64)
+    lo = torch.full((B,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=ts.device)
+    lo = lo.scatter_reduce(0, seq, t, "amin")
+    return (t - lo[seq]).to(torch.int32).contiguous()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,16 +120,24 @@ class _Run:
         self.has_pos = call.w_pos is not None
         self.has_time = call.has_time
         dummy = torch.zeros(1, dtype=torch.float32, device=device)
-        self.w_pos = call.w_pos.contiguous() if self.has_pos else dummy
-        self.w_time = call.w_time.contiguous() if self.has_time else dummy
-        if self.has_time:
-            ts = call.timestamps
-            self.ts = ts.to(torch.float64 if ts.dtype.is_floating_point else torch.int64).contiguous()
-        else:
-            self.ts = torch.zeros(1, dtype=torch.int64, device=device)
+        # scores are computed in base 2: the tables are passed times log2(e), in float32
+        self.w_pos2 = (call.w_pos.float() * LOG2E).contiguous() if self.has_pos else dummy
+        self.w_time2 = (call.w_time.float() * LOG2E).contiguous() if self.has_time else dummy
+        self.w_pos_dtype = call.w_pos.dtype if self.has_pos else torch.float32
+        self.w_time_dtype = call.w_time.dtype if self.has_time else torch.float32
         self.P = (call.w_pos.numel() + 1) // 2 if self.has_pos else 1
         self.NB = call.num_buckets
+        if not self.has_time:
+            self.ts_mode, self.ts = 0, torch.zeros(1, dtype=torch.int32, device=device)
+        elif call.timestamps.dtype.is_floating_point:
+            self.ts_mode, self.ts = 2, call.timestamps.to(torch.float64).contiguous()
+        else:
+            self.ts_mode, self.ts = 1, rebased_timestamps(call.timestamps, self.offs, self.layout.lengths)
+        # relative positions reach max_len - 1: the table needs no clamp when it is that long
+        self.pos_clamp = self.P < self.layout.max_len
+        self.nb_clamp = self.ts_mode != 1 or self.NB < 31  # int32 buckets are at most 30
         self.scale = call.resolved_scale
+        self.qk_scale = self.scale * LOG2E
         self.upcast = self.interpret and q.dtype == torch.bfloat16
         self.ieee = (not self.interpret) and q.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
         self.bdh = max(16, _next_pow2(self.DH))
@@ -128,12 +154,16 @@ class _Run:
             PASS_B=pass_b, SPARSE=pat.sparse, HAS_WINDOW=pat.window is not None)
 
     def _common(self, pl: PassLayout):
+        """Launch arguments shared by the kernels, and the grid. The head group G (heads per
+        program) comes with the autotune config (``triton_kernels._SPACES``)."""
         ints, consts = self._pattern_args(pl)
-        args = dict(T=self.T, H=self.H, scale=self.scale, P=self.P, NB=self.NB, DH=self.DH, DV=self.DV,
-                    LEN_BUCKET=self.len_bucket, **ints)
-        consts.update(BLOCK=self.block, BDH=self.bdh, BDV=self.bdv, HAS_POS=self.has_pos, HAS_TIME=self.has_time,
-                      UPCAST=self.upcast, IEEE=self.ieee)
-        return args, consts
+        args = dict(T=self.T, H=self.H, qk_scale=self.qk_scale, P=self.P, NB=self.NB, LEN_BUCKET=self.len_bucket,
+                    **ints)
+        consts.update(DH=self.DH, DV=self.DV, BLOCK=self.block, BDH=self.bdh, BDV=self.bdv,
+                      HAS_POS=self.has_pos, TS_MODE=self.ts_mode,
+                      POS_CLAMP=self.pos_clamp, NB_CLAMP=self.nb_clamp, UPCAST=self.upcast, IEEE=self.ieee,
+                      INTERP=self.interpret)
+        return args, consts, program_grid(pl.num_blocks, self.H)
 
     def _passes(self):
         return [p for p in (self.layout.pass_a, self.layout.pass_b) if p is not None]
@@ -142,17 +172,17 @@ class _Run:
     def forward(self):
         q, k, v = self.q, self.k, self.v
         out = torch.empty((self.T, self.H, self.DV), dtype=q.dtype, device=q.device)
-        lse = torch.empty((self.H, self.T), dtype=torch.float32, device=q.device)
+        lse = torch.empty((self.H, self.T), dtype=torch.float32, device=q.device)  # base 2
         two_pass = self.layout.pass_b is not None
         acc = torch.empty((self.T, self.H, self.DV), dtype=torch.float32, device=q.device) if two_pass else lse
         for pl in self._passes():
             if pl.num_blocks == 0:
                 continue
-            args, consts = self._common(pl)
+            args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_fwd_{pl.name}"):
-                self.mod.attn_fwd[(pl.num_blocks, self.H)](
-                    q, k, v, out, acc, lse, self.offs, self.nt, self.ts, self.w_pos, self.w_time,
-                    pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx,
+                self.mod.attn_fwd[grid](
+                    q, k, v, out, acc, lse, self.offs, self.nt, self.ts, self.w_pos2, self.w_time2,
+                    pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     out.stride(0), out.stride(1),
                     STORE_ACC=two_pass and pl.name == "A", **args, **consts)
@@ -163,38 +193,48 @@ class _Run:
         q, k, v = self.q, self.k, self.v
         dev = q.device
         do = grad_out if grad_out.stride(-1) == 1 else grad_out.contiguous()
-        delta = (do.float() * out.float()).sum(-1).t().contiguous()  # [H, T]
-        dq = torch.empty((self.T, self.H, self.DH), dtype=torch.float32, device=dev)
-        dk = torch.empty((self.T, self.H, self.DH), dtype=torch.float32, device=dev)
-        dv = torch.empty((self.T, self.H, self.DV), dtype=torch.float32, device=dev)
+        delta = torch.empty((self.H, self.T), dtype=torch.float32, device=dev)
+        if self.T:
+            block_t = 16 if self.interpret else 64
+            with nvtx_range("suan/attn_bwd_delta"):
+                self.mod.attn_bwd_delta[(-(-self.T // block_t), self.H)](
+                    out, do, delta, self.T, self.H, out.stride(0), out.stride(1), do.stride(0), do.stride(1),
+                    DV=self.DV, BDV=self.bdv, BLOCK_T=block_t)
+        passes = self._passes()
+        # one pass: the kernels store the gradients in the inputs' dtype; two passes accumulate in float32
+        acc_dtype = torch.float32 if len(passes) > 1 else None
+        dq = torch.empty((self.T, self.H, self.DH), dtype=acc_dtype or q.dtype, device=dev)
+        dk = torch.empty((self.T, self.H, self.DH), dtype=acc_dtype or k.dtype, device=dev)
+        dv = torch.empty((self.T, self.H, self.DV), dtype=acc_dtype or v.dtype, device=dev)
         pos_grad = need_w_pos and self.has_pos
         time_grad = need_w_time and self.has_time
         fixed = _BIAS_GRAD_MODE == "fixed"
-        acc_dtype = torch.int64 if fixed else torch.float32
-        dpos = torch.zeros(self.w_pos.numel() if pos_grad else 1, dtype=acc_dtype, device=dev)
-        dtime = torch.zeros(self.w_time.numel() if time_grad else 1, dtype=acc_dtype, device=dev)
+        grad_dtype = torch.int64 if fixed else torch.float32
+        dpos = torch.zeros(self.w_pos2.numel() if pos_grad else 1, dtype=grad_dtype, device=dev)
+        dtime = torch.zeros(self.w_time2.numel() if time_grad else 1, dtype=grad_dtype, device=dev)
         fxp = _fixed_point_scale(v, do) if fixed else torch.ones(1, dtype=torch.float32, device=dev)
-        for i, pl in enumerate(self._passes()):
+        for i, pl in enumerate(passes):
             if pl.num_blocks == 0:
                 continue
-            args, consts = self._common(pl)
+            args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_bwd_dq_{pl.name}"):
-                self.mod.attn_bwd_dq[(pl.num_blocks, self.H)](
-                    q, k, v, do, lse, delta, dq, self.offs, self.nt, self.ts, self.w_pos, self.w_time,
-                    dpos, dtime, fxp, pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx,
+                self.mod.attn_bwd_dq[grid](
+                    q, k, v, do, lse, delta, dq, self.offs, self.nt, self.ts, self.w_pos2, self.w_time2,
+                    dpos, dtime, fxp, pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                    do.stride(0), do.stride(1),
+                    do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), scale=self.scale,
                     NBP=max(16, _next_pow2(self.NB + 1)), ACCUM=i > 0, POS_GRAD=pos_grad, TIME_GRAD=time_grad,
                     FIXED_POINT=fixed, **args, **consts)
+            args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_bwd_dkdv_{pl.name}"):
-                self.mod.attn_bwd_dkdv[(pl.num_blocks, self.H)](
-                    q, k, v, do, lse, delta, dk, dv, self.offs, self.nt, self.ts, self.w_pos, self.w_time,
-                    pl.blk_seq, pl.blk_start, pl.q_ptr, pl.q_idx,
+                self.mod.attn_bwd_dkdv[grid](
+                    q, k, v, do, lse, delta, dk, dv, self.offs, self.nt, self.ts, self.w_pos2, self.w_time2,
+                    pl.blk_seq, pl.blk_start, pl.q_ptr, pl.q_idx, pl.q_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                    do.stride(0), do.stride(1),
-                    ACCUM=i > 0, **args, **consts)
-        dwp = q.new_empty((0,)) if not pos_grad else _from_accumulator(dpos, fxp, self.w_pos.dtype)
-        dwt = q.new_empty((0,)) if not time_grad else _from_accumulator(dtime, fxp, self.w_time.dtype)
+                    do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+                    scale=self.scale, ACCUM=i > 0, **args, **consts)
+        dwp = q.new_empty((0,)) if not pos_grad else _from_accumulator(dpos, fxp, self.w_pos_dtype)
+        dwt = q.new_empty((0,)) if not time_grad else _from_accumulator(dtime, fxp, self.w_time_dtype)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt
 
 

@@ -45,6 +45,8 @@ class PassLayout:
     kv_idx: torch.Tensor  # [nnz] local key block * 2 + full
     q_ptr: torch.Tensor  # [nb+1] CSR: key block -> query blocks
     q_idx: torch.Tensor  # [nnz] local query block * 2 + full
+    kv_full: torch.Tensor  # [nb] number of full entries (listed first) of each query block
+    q_full: torch.Tensor  # [nb] number of full entries (listed first) of each key block
 
     @property
     def num_blocks(self) -> int:
@@ -126,19 +128,29 @@ def _csr(owner: torch.Tensor, num_owners: int) -> torch.Tensor:
 
 
 def _finish(name, block, blk_seq, blk_start, q_owner, kb, full, blk_base) -> PassLayout:
-    """Entries (owning query block, local key block, full), sorted by query block then key block."""
+    """Entries (owning query block, local key block, full), per query block the full tiles first
+    (key blocks ascending), then the masked ones: the kernels run them in two loops, the first
+    without mask code. The transposed lists (key block -> query blocks) are ordered the same way."""
     nb = blk_seq.numel()
-    code = kb * 2 + full.to(torch.int64)
+    f = full.to(torch.int64)
+    # full first within an owner: sort by (owner, not full, key block); entries come by owner
+    span = int(kb.max()) + 1 if kb.numel() else 1
+    order = torch.sort(q_owner * (2 * span) + (1 - f) * span + kb, stable=True).indices
+    q_owner, kb, f = q_owner[order], kb[order], f[order]
+    code = kb * 2 + f
     kv_ptr = _csr(q_owner, nb)
-    # transposed: key block (global id) -> query blocks, query blocks ascending
+    kv_full = torch.bincount(q_owner, weights=f, minlength=nb).to(torch.int64) if nb else f.new_zeros(0)
+    # transposed: key block (global id) -> query blocks, full first, query blocks ascending
     k_global = blk_base[blk_seq[q_owner]] + kb
-    order = torch.sort(k_global, stable=True).indices
     q_local = q_owner - blk_base[blk_seq[q_owner]]
-    q_code = (q_local * 2 + full.to(torch.int64))[order]
-    q_ptr = _csr(k_global[order], nb)
+    qspan = int(q_local.max()) + 1 if q_local.numel() else 1
+    torder = torch.sort(k_global * (2 * qspan) + (1 - f) * qspan + q_local, stable=True).indices
+    q_code = (q_local * 2 + f)[torder]
+    q_ptr = _csr(k_global[torder], nb)
+    q_full = torch.bincount(k_global, weights=f, minlength=nb).to(torch.int64) if nb else f.new_zeros(0)
     i32 = torch.int32
     return PassLayout(name, block, blk_seq.to(i32), blk_start.to(i32), kv_ptr.to(i32), code.to(i32),
-                      q_ptr.to(i32), q_code.to(i32))
+                      q_ptr.to(i32), q_code.to(i32), kv_full.to(i32), q_full.to(i32))
 
 
 def _build_pass_a(L, n, block, pattern: AttentionPattern) -> PassLayout:
@@ -194,7 +206,10 @@ def _build_pass_a(L, n, block, pattern: AttentionPattern) -> PassLayout:
             # reaches the window's start of the block's last behavior row
             covered = covered | (i_hi - c0 < window) | (i_hi - window + 1 <= num_global)
         beh_full = causal_all & covered
-    full = cols_valid & ((o_r0 >= o_n) | beh_full)
+    # full: a complete block of behavior rows (target rows sit at position n: the kernels' Toeplitz
+    # position bias of full tiles does not hold for them; rows past the end would need masks) and
+    # every pair allowed
+    full = cols_valid & (o_r0 + block <= o_n) & beh_full
     return _finish("A", block, blk_seq, r0, owner, kb, full, blk_base)
 
 

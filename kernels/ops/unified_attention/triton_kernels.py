@@ -1,32 +1,81 @@
 """Triton kernels of unified attention: one family for the dense and the block-sparse pattern.
 
-Every kernel walks a block list of ``kernels.block_layout`` (``PASS_B`` selects the
-residue-class-reordered dilated pass) and shares the jitted helpers below: row mapping, score
-tile (QK^T + in-kernel relative position / time-bucket bias + masks), online softmax.
+Every kernel walks a block list of ``layout.py`` (``PASS_B`` selects the residue-class-reordered
+dilated pass) and shares the jitted helpers below. A program owns one block of one sequence for a
+*group of G heads*: the relative bias of a tile (position and time-bucket look-ups) does not
+depend on the head, so it is computed once per tile and reused by the G heads, whose softmax
+states are carried as a tuple (one entry per head).
 
-* ``attn_fwd``: one program per (query block, head); online softmax over the listed key blocks,
-  the target rows' own diagonal, log-sum-exp saved for the backward. Pass B resumes the
-  softmax state that pass A left (``ACC``/``LSE``).
-* ``attn_bwd_dq``: one program per (query block, head): dq, and the gradients of the bias tables,
-  reduced per tile (diagonal sums for w_pos, per-bucket sums for w_time) before they reach
-  memory. By default they are added as int64 fixed point (``FIXED_POINT``): integer addition is
-  associative, so the result is bit-for-bit deterministic; ``FIXED_POINT=False`` adds float32
-  with atomics (nondeterministic order).
-* ``attn_bwd_dkdv``: one program per (key block, head) walking the transposed list: dk, dv.
+* Scores are kept in base 2: ``s2 = q.k * (scale * log2 e) + bias * log2 e`` (the launcher passes
+  the bias tables pre-scaled), one fused multiply-add per element; probabilities are ``exp2``; the
+  log-sum-exp saved for the backward is in base 2.
+* Time buckets in int32: the launcher rebases each sequence's timestamps to int32 offsets (a span
+  of 2**31 units or more is refused), ``bucket = floor(log2(|dt| | 1))`` is one ``bfind``
+  (``_flo``; the interpreter uses an exact float-exponent twin). Float timestamps take a float64
+  path (``TS_MODE == 2``), exact but slower.
+* Full tiles (every pair allowed, every row a behavior) come first in each block's list and run
+  in their own loop, without mask code, with the position bias read as a Toeplitz tile
+  (``w_pos[delta + a - b]``); masked tiles follow in a second loop.
+* ``attn_fwd``: online softmax over the listed key blocks, the targets' own diagonal, LSE.
+  Pass B resumes the softmax state pass A left (``ACC``/``LSE``).
+* ``attn_bwd_delta``: Delta = rowsum(dO * O) per head.
+* ``attn_bwd_dq``: dq and the bias-table gradients. dS is summed over the group's heads once per
+  tile; its w_pos gradient is added per element (int64 fixed point by default: integer addition is
+  associative, so the result is bit-for-bit deterministic; relaxed atomics), its w_time gradient is
+  reduced per tile over the buckets present into a per-program vector added once at the end.
+* ``attn_bwd_dkdv``: one program per (key block, head group) walking the transposed list, the
+  scores computed transposed (``k @ q^T``) so P^T and dS^T feed the matmuls without a transpose.
 
-This module is imported twice by ``kernels.triton_ops``: compiled (CUDA) and under the Triton
-interpreter (CPU). Interpreter rules: no libdevice calls, ``UPCAST`` turns ``tl.dot`` operands to
-float32 (a bf16 dot is wrong there), one autotune configuration.
+This module is imported twice by ``launch.py``: compiled (CUDA) and under the Triton interpreter
+(CPU). Interpreter rules: no libdevice calls (``_flo`` has an interpreter twin), ``UPCAST`` turns
+``tl.dot`` operands to float32 (a bf16 dot is wrong there), one autotune configuration.
 """
 import triton
 import triton.language as tl
 from triton import knobs
 
+# the most heads one program carries (tuple slots); the launcher picks G <= this
+MAX_GROUP = 16
 
-def _configs():
-    if knobs.runtime.interpret:
-        return [triton.Config({}, num_warps=1, num_stages=1)]
-    return [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3)]
+
+# Autotune spaces per kernel: (warps, stages, accumulator columns per program). A program carries
+# G = GROUP_COLS // (its per-head columns) heads (at least 1, at most H). Every entry compiles
+# without local-memory spills for bf16 / fp16, dh = dv = 64 (python -m bench.compile_check
+# --hot-loop): 4-warp variants of these kernels spill (every [64, 64] tile takes 32 registers a
+# thread at 4 warps, 16 at 8), and so do more columns.
+_SPACES = {
+    "fwd": [(8, 2, 128), (8, 2, 64)],
+    "dq": [(8, 2, 64), (8, 3, 64)],
+    "dkdv": [(8, 2, 128), (8, 3, 128)],
+}
+
+
+def _configs(kernel: str):
+    if knobs.runtime.interpret:  # programs run one after another: one config, all heads per program
+        return [triton.Config({"GROUP_COLS": 0}, num_warps=1, num_stages=1)]
+    return [triton.Config({"GROUP_COLS": c}, num_warps=w, num_stages=s) for w, s, c in _SPACES[kernel]]
+
+
+def _head_columns(kernel: str, a) -> int:
+    if kernel == "fwd":
+        return a["BDV"]
+    if kernel == "dq":
+        return a["BDH"]
+    return a["BDH"] + a["BDV"]
+
+
+def _group(kernel: str):
+    """Heuristics: G (heads per program) from the config's column budget, and EVEN_HEADS."""
+
+    def g(a):
+        if a["INTERP"]:
+            return max(1, min(a["H"], MAX_GROUP))
+        return max(1, min(a["H"], MAX_GROUP, a["GROUP_COLS"] // _head_columns(kernel, a)))
+
+    return triton.heuristics({"G": g, "EVEN_HEADS": lambda a: a["H"] % g(a) == 0})
+
+
+_KEY = ["H", "BDH", "BDV", "LEN_BUCKET", "PASS_B", "HAS_POS", "TS_MODE", "SPARSE"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,6 +108,18 @@ def _dot(a, b, UPCAST: tl.constexpr, IEEE: tl.constexpr):
         return tl.dot(a, b, input_precision="ieee")
     else:
         return tl.dot(a, b)
+
+
+@triton.jit
+def _flo(x, INTERP: tl.constexpr):
+    """floor(log2(x)) of int32 x >= 1: one ``bfind`` compiled; the interpreter reads the float32
+    exponent and corrects the rounding up of 2**k - 1 (identical results for x < 2**31)."""
+    if INTERP:
+        e = ((x.to(tl.float32).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+        e = tl.minimum(e, 30)
+        return tl.where((tl.full(x.shape, 1, tl.int32) << e) > x, e - 1, e)
+    else:
+        return tl.inline_asm_elementwise("bfind.u32 $0, $1;", "=r,r", [x], dtype=tl.int32, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -108,125 +169,168 @@ def _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK: tl.constexpr
 
 
 @triton.jit
-def _load_rows(PTR, rows, ok, h, stride_t, stride_h, d_, D):
-    """Rows ``rows`` of head h of a [T, H, D] tensor as a [BLOCK, BD] tile (zeros where masked)."""
-    return tl.load(PTR + rows[:, None] * stride_t + h * stride_h + d_[None, :],
-                   mask=ok[:, None] & (d_[None, :] < D), other=0.0)
-
-
-@triton.jit
-def _load_ts(TS, rows, ok, local, HAS_TIME: tl.constexpr):
-    """Timestamps of ``rows`` (a placeholder when there is no time bias)."""
-    if HAS_TIME:
-        ts = tl.load(TS + rows, mask=ok, other=0)
+def _block_delta(qstart, kstart, n, R_DIL, PASS_B: tl.constexpr):
+    """Row 0 of a query block minus column 0 of a key block, in the tile's Toeplitz units: local
+    positions (pass A) or indices within the residue class (pass B: full tiles hold one class)."""
+    if PASS_B:
+        _c, a_q = _class_of(qstart, n, R_DIL)
+        _c2, a_k = _class_of(kstart, n, R_DIL)
+        return a_q - a_k
     else:
-        ts = local
-    return ts
+        return qstart - kstart
 
 
 @triton.jit
-def _key_tile(code, K, V, TS, s0, n, h, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, DH, DV, R_DIL,
-              BLOCK: tl.constexpr, PASS_B: tl.constexpr, HAS_TIME: tl.constexpr):
-    """Decode one block-list entry (key block << 1 | full) and load that key block's k, v and
-    timestamps; keys seen by other rows are behaviors."""
-    full = code & 1
-    kb = code >> 1
-    pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-    col_ok = pj < n
-    cols = s0 + j_loc
-    k = _load_rows(K, cols, col_ok, h, stride_kt, stride_kh, dq_, DH)
-    v = _load_rows(V, cols, col_ok, h, stride_vt, stride_vh, dv_, DV)
-    ts_j = _load_ts(TS, cols, col_ok, j_loc, HAS_TIME)
-    return full, kb, j_loc, cj, aj, col_ok, k, v, ts_j
+def _tile_base(PTR, s0, block_start, idx, stride, off0, d_, PASS_B: tl.constexpr):
+    """(base pointer, element offsets) of a [BLOCK, d] tile of rows ``idx`` (local indices). Pass A's
+    rows are contiguous: a scalar 64-bit base and loop-invariant 32-bit offsets; pass B's rows are
+    one residue class, gathered."""
+    if PASS_B:
+        return PTR, (s0 + idx)[:, None] * stride + d_[None, :]
+    else:
+        return PTR + (s0 + block_start) * stride, off0
 
 
 @triton.jit
-def _time_bucket(dt, NB):
-    """min(floor(log2(max(dt, 1))), NB) from the float64 exponent bits: exact, no libdevice."""
-    bits = dt.to(tl.float64).to(tl.int64, bitcast=True)
-    e = ((bits >> 52) & 0x7FF) - 1023
-    return tl.minimum(tl.maximum(e, 0), NB).to(tl.int32)
+def _load_ts(TS, rows, ok, TS_MODE: tl.constexpr):
+    """Timestamps of ``rows`` (int32 offsets or float64; a placeholder without a time term)."""
+    if TS_MODE == 0:
+        return rows * 0
+    else:
+        return tl.load(TS + rows, mask=ok, other=0)
 
 
 @triton.jit
-def _score_tile(q, k, i_loc, pos_i, ts_i, ci, ai, row_ok, j_loc, ts_j, cj, aj, col_ok, n, full,
-                W_POS, W_TIME, scale, P, NB, WIN, GLOB, S_CLS,
-                HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr, PASS_B: tl.constexpr,
-                SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
-    """Biased, masked scores [rows, cols] (float32) and the time buckets (for the w_time grad)."""
-    s = _dot(q, tl.trans(k), UPCAST, IEEE) * scale
+def _load_tile(PTR, off, mask, FULL: tl.constexpr):
+    """A [rows, d] tile at ``PTR + off``; full tiles of complete heads need no mask."""
+    if FULL:
+        return tl.load(PTR + off)
+    else:
+        return tl.load(PTR + off, mask=mask, other=0.0)
+
+
+@triton.jit
+def _bucket(dt, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
+    """Time bucket of differences ``dt`` (any shape): min(floor(log2(max(|dt|, 1))), NB), int32."""
+    if TS_MODE == 1:
+        bk = _flo(tl.abs(dt) | 1, INTERP)
+        if NB_CLAMP:
+            bk = tl.minimum(bk, NB)
+    else:  # float64 timestamps: the exponent of |dt| (exact, no libdevice)
+        e = ((tl.abs(dt).to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1023
+        bk = tl.minimum(tl.maximum(e, 0), NB).to(tl.int32)
+    return bk
+
+
+@triton.jit
+def _time_bias(ts_i, ts_j, W_TIME, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
+    """(w_time[bucket], bucket) of every pair [rows, cols]."""
+    bk = _bucket(ts_i[:, None] - ts_j[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
+    return tl.load(W_TIME + bk.to(tl.uint32)), bk
+
+
+@triton.jit
+def _bucket_range(ts_i, ts_j, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
+    """(lowest, highest) bucket a tile's pairs can fall in, from the rows' and columns' extreme
+    timestamps (the bucket grows with |dt|): per tile, not per element."""
+    i_lo = _min(ts_i, 0)
+    i_hi = _max(ts_i, 0)
+    j_lo = _min(ts_j, 0)
+    j_hi = _max(ts_j, 0)
+    d_max = tl.maximum(i_hi - j_lo, j_hi - i_lo)
+    d_min = tl.maximum(tl.maximum(i_lo - j_hi, j_lo - i_hi), 0)
+    two = tl.arange(0, 2)
+    b = _bucket(tl.where(two == 0, d_min, d_max), NB, TS_MODE, NB_CLAMP, INTERP)
+    return _min(b, 0), _max(b, 0)
+
+
+@triton.jit
+def _toeplitz_index(delta, MULT, P, ROWS: tl.constexpr, COLS: tl.constexpr, TRANS: tl.constexpr,
+                    POS_CLAMP: tl.constexpr):
+    """w_pos index of a full tile: relative position (delta + a - b) * MULT for row a, column b
+    (TRANS: the tile is [cols, rows], keys first)."""
+    if TRANS:
+        rel = (delta + tl.arange(0, COLS)[None, :] - tl.arange(0, ROWS)[:, None]) * MULT
+    else:
+        rel = (delta + tl.arange(0, ROWS)[:, None] - tl.arange(0, COLS)[None, :]) * MULT
+    if POS_CLAMP:
+        rel = tl.minimum(tl.maximum(rel, -(P - 1)), P - 1)
+    return rel + (P - 1)
+
+
+@triton.jit
+def _general_pos_index(pos_i, j_loc, P, POS_CLAMP: tl.constexpr):
+    """w_pos index of pos_i - j for row positions pos_i (targets at n) and behavior keys j."""
+    rel = pos_i[:, None] - j_loc[None, :]
+    if POS_CLAMP:
+        rel = tl.minimum(tl.maximum(rel, -(P - 1)), P - 1)
+    return rel + (P - 1)
+
+
+@triton.jit
+def _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B: tl.constexpr,
+               SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """Allowed pairs [rows, cols] of a masked tile (SPEC section 7)."""
+    ok = row_ok[:, None] & col_ok[None, :]
+    if PASS_B:
+        ok = ok & (ci[:, None] == cj[None, :]) & ((ai[:, None] - aj[None, :]) >= S_CLS) & (j_loc[None, :] >= GLOB)
+    else:
+        behavior = i_loc[:, None] < n
+        causal = j_loc[None, :] <= i_loc[:, None]
+        if SPARSE:
+            pat = j_loc[None, :] < GLOB
+            if HAS_WINDOW:
+                pat = pat | ((i_loc[:, None] - j_loc[None, :]) < WIN)
+            causal = causal & pat
+        ok = ok & ((~behavior) | causal)
+    return ok
+
+
+@triton.jit
+def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
+               FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
+               NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
+    """The bias of a tile [rows, cols] in base 2 (tables pre-scaled) and its time buckets."""
+    bias = tl.full([ROWS, COLS], 0.0, tl.float32)
+    bk = tl.full([ROWS, COLS], 0, tl.int32)
     if HAS_POS:
-        rel = pos_i[:, None] - j_loc[None, :]  # keys are behaviors: pos_j = j
-        rel = tl.minimum(tl.maximum(rel, -(P - 1)), P - 1) + (P - 1)
-        s += tl.load(W_POS + rel).to(tl.float32)
-    if HAS_TIME:
-        dt = ts_i[:, None] - ts_j[None, :]
-        dt = tl.where(dt < 0, -dt, dt)
-        bk = _time_bucket(dt, NB)
-        s += tl.load(W_TIME + bk).to(tl.float32)
-    else:
-        bk = (i_loc[:, None] * 0 + j_loc[None, :] * 0).to(tl.int32)
-    if full == 0:
-        ok = row_ok[:, None] & col_ok[None, :]
-        if PASS_B:
-            ok = ok & (ci[:, None] == cj[None, :]) & ((ai[:, None] - aj[None, :]) >= S_CLS) & (j_loc[None, :] >= GLOB)
+        if FULL:
+            bias += tl.load(W_POS + _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP))
         else:
-            behavior = i_loc[:, None] < n
-            causal = j_loc[None, :] <= i_loc[:, None]
-            if SPARSE:
-                pat = j_loc[None, :] < GLOB
-                if HAS_WINDOW:
-                    pat = pat | ((i_loc[:, None] - j_loc[None, :]) < WIN)
-                causal = causal & pat
-            ok = ok & ((~behavior) | causal)
-        s = tl.where(ok, s, float("-inf"))
-    return s, bk
+            bias += tl.load(W_POS + _general_pos_index(pos_i, j_loc, P, POS_CLAMP))
+    if TS_MODE != 0:
+        tb, bk = _time_bias(ts_i, ts_j, W_TIME, NB, TS_MODE, NB_CLAMP, INTERP)
+        bias += tb
+    return bias, bk
 
 
 @triton.jit
-def _self_score(q, k_self, W_POS, W_TIME, P, scale, HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr):
-    """A target's score with itself: q_i . k_i * scale + w_pos[P-1] + w_time[0]."""
-    s = _sum(q.to(tl.float32) * k_self.to(tl.float32), axis=1) * scale
+def _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr):
+    """A target's score with itself (base 2): q_i . k_i * scale + w_pos[P-1] + w_time[0]."""
+    s = _sum(q.to(tl.float32) * k_self.to(tl.float32), axis=1) * qk_scale
     if HAS_POS:
-        s += tl.load(W_POS + P - 1).to(tl.float32)
-    if HAS_TIME:
-        s += tl.load(W_TIME).to(tl.float32)
+        s += tl.load(W_POS + P - 1)
+    if TS_MODE != 0:
+        s += tl.load(W_TIME)
     return s
 
 
 @triton.jit
 def _grad_add(PTR, idx, val, mask, fxp, FIXED_POINT: tl.constexpr):
+    """Relaxed atomic add into a bias-table gradient (int64 fixed point by default)."""
     if FIXED_POINT:
-        tl.atomic_add(PTR + idx, (val * fxp).to(tl.int64), mask=mask)
+        tl.atomic_add(PTR + idx, (val * fxp).to(tl.int64), mask=mask, sem="relaxed")
     else:
-        tl.atomic_add(PTR + idx, val, mask=mask)
+        tl.atomic_add(PTR + idx, val, mask=mask, sem="relaxed")
 
 
 @triton.jit
-def _pos_grad_diagonals(ds, rows_in, delta_blk, MULT, P, DPOS, fxp, BLOCK: tl.constexpr,
-                        FIXED_POINT: tl.constexpr):
-    """Add the diagonal sums of ds over the rows ``rows_in`` to dw_pos. Row a, column b has
-    relative position ``(delta_blk * BLOCK + a - b) * MULT``; a gather skews the diagonals into
-    columns (row a of the gathered tile is row a of ds, so the row mask applies after it)."""
-    a = tl.arange(0, BLOCK)[:, None]
-    t = tl.arange(0, BLOCK)[None, :]
-    g = tl.gather(ds, (a - t + BLOCK) % BLOCK, axis=1)  # g[a, t] = ds[a, (a - t) mod BLOCK]
-    g = tl.where(rows_in[:, None], g, 0.0)
-    upper = _sum(tl.where(a >= t, g, 0.0), axis=0)  # diagonal a - b = t
-    lower = _sum(tl.where(a < t, g, 0.0), axis=0)  # diagonal a - b = t - BLOCK
-    tt = tl.arange(0, BLOCK)
-    rel_u = (delta_blk * BLOCK + tt) * MULT
-    rel_l = (delta_blk * BLOCK + tt - BLOCK) * MULT
-    _grad_add(DPOS, tl.minimum(rel_u, P - 1) + P - 1, upper, rel_u >= 0, fxp, FIXED_POINT)
-    _grad_add(DPOS, tl.minimum(rel_l, P - 1) + P - 1, lower, rel_l >= 0, fxp, FIXED_POINT)
-
-
-@triton.jit
-def _time_grad_tile(acc_t, ds, bk, NB, NBP: tl.constexpr):
-    """acc_t[b] += sum of ds over the tile's pairs in bucket b, looping only over present buckets."""
-    nz = ds != 0.0
-    lo = _min(_min(tl.where(nz, bk, NB + 1), 1), 0)
-    hi = _max(_max(tl.where(nz, bk, -1), 1), 0)
+def _time_grad_tile(acc_t, ds, bk, ts_i, ts_j, NB, NBP: tl.constexpr, TS_MODE: tl.constexpr,
+                    NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
+    """acc_t[b] += sum of ds over the tile's pairs in bucket b, for the buckets the tile's
+    timestamp range spans (rows and columns outside the tile's pairs read timestamp 0, which
+    only widens the range; their ds is 0)."""
+    lo, hi = _bucket_range(ts_i, ts_j, NB, TS_MODE, NB_CLAMP, INTERP)
     ids = tl.arange(0, NBP)
     for b in range(lo, hi + 1):
         sb = _sum(_sum(tl.where(bk == b, ds, 0.0), axis=1), axis=0)
@@ -234,75 +338,98 @@ def _time_grad_tile(acc_t, ds, bk, NB, NBP: tl.constexpr):
     return acc_t
 
 
+@triton.jit
+def _head_mask(h, H, d_, D: tl.constexpr, BD: tl.constexpr, EVEN_HEADS: tl.constexpr):
+    """[1, BD] validity of a head's feature columns (all true for complete heads and dims)."""
+    ok = d_[None, :] < D
+    if not EVEN_HEADS:
+        ok = ok & (h < H)
+    return ok
+
+
 # ----------------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------------
-@triton.autotune(configs=_configs(), key=["BDH", "BDV", "LEN_BUCKET", "PASS_B"])
 @triton.jit
-def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
-             BLK_SEQ, BLK_START, KV_PTR, KV_IDX,
-             stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-             T, H, scale, P, NB, WIN, GLOB, R_DIL, S_CLS, DH, DV, LEN_BUCKET,
-             BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
-             HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr,
-             HAS_WINDOW: tl.constexpr, STORE_ACC: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
-    pid = tl.program_id(0)
-    h = tl.program_id(1)
-    hT = h.to(tl.int64) * T
-    start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
-                                                              BLOCK, PASS_B)
-    rows = s0 + i_loc
-    dq_ = tl.arange(0, BDH)
-    dv_ = tl.arange(0, BDV)
-    q = _load_rows(Q, rows, row_ok, h, stride_qt, stride_qh, dq_, DH)
-    pos_i = tl.minimum(i_loc, n)
-    ts_i = _load_ts(TS, rows, row_ok, i_loc, HAS_TIME)
-    if PASS_B:  # resume the softmax state pass A left
-        m_i = tl.load(LSE + hT + rows, mask=row_ok, other=float("-inf"))
+def _fwd_init(h, H, Q, ACC, LSE, rows, row_ok, T, stride_qt, stride_qh, dq_, dv_, DH: tl.constexpr,
+              DV: tl.constexpr, BLOCK: tl.constexpr, BDV: tl.constexpr, EVEN_HEADS: tl.constexpr,
+              PASS_B: tl.constexpr):
+    """A head's state (h, q, acc, m, l): fresh, or pass A's (normalized output, LSE) in pass B."""
+    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + dq_[None, :],
+                mask=row_ok[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS), other=0.0)
+    if PASS_B:
+        hok = row_ok
+        if not EVEN_HEADS:
+            hok = hok & (h < H)
+        m_i = tl.load(LSE + h.to(tl.int64) * T + rows, mask=hok, other=float("-inf"))
         l_i = tl.where(m_i == float("-inf"), 0.0, 1.0)
         acc = tl.load(ACC + (rows[:, None] * H + h) * DV + dv_[None, :],
-                      mask=row_ok[:, None] & (dv_[None, :] < DV), other=0.0)
+                      mask=hok[:, None] & (dv_[None, :] < DV), other=0.0)
     else:
         m_i = tl.full([BLOCK], float("-inf"), tl.float32)
         l_i = tl.full([BLOCK], 0.0, tl.float32)
         acc = tl.full([BLOCK, BDV], 0.0, tl.float32)
+    return (h, q, acc, m_i, l_i)
 
-    e_lo = tl.load(KV_PTR + pid)
-    e_hi = tl.load(KV_PTR + pid + 1)
-    for e in range(e_lo, e_hi):
-        full, kb, j_loc, cj, aj, col_ok, k, v, ts_j = _key_tile(
-            tl.load(KV_IDX + e), K, V, TS, s0, n, h, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, DH, DV,
-            R_DIL, BLOCK, PASS_B, HAS_TIME)
-        s, bk = _score_tile(q, k, i_loc, pos_i, ts_i, ci, ai, row_ok, j_loc, ts_j, cj, aj, col_ok, n, full,
-                            W_POS, W_TIME, scale, P, NB, WIN, GLOB, S_CLS,
-                            HAS_POS, HAS_TIME, PASS_B, SPARSE, HAS_WINDOW, UPCAST, IEEE)
-        m_new = tl.maximum(m_i, _max(s, axis=1))
+
+@triton.jit
+def _fwd_update(st, H, K, V, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_, bias, ok, qk_scale,
+                DH: tl.constexpr, DV: tl.constexpr, FULL: tl.constexpr, EVEN_HEADS: tl.constexpr,
+                UPCAST: tl.constexpr, IEEE: tl.constexpr):
+    """One key tile for one head: scores, online softmax, accumulation."""
+    h, q, acc, m_i, l_i = st
+    kmask = col_ok[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS)
+    vmask = col_ok[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS)
+    even = FULL and EVEN_HEADS and (DH == q.shape[1]) and (DV == acc.shape[1])
+    k = _load_tile(K + h * stride_kh, koff, kmask, even)
+    s = _dot(q, tl.trans(k), UPCAST, IEEE) * qk_scale + bias
+    if FULL:
+        m_new = tl.maximum(m_i, _max(s, 1))
+        m_sub = m_new
+    else:
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, _max(s, 1))
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_sub)
-        pt = tl.exp(s - m_sub[:, None])
-        l_i = l_i * alpha + _sum(pt, axis=1)
-        acc = acc * alpha[:, None] + _dot(pt.to(v.dtype), v, UPCAST, IEEE)
-        m_i = m_new
+    alpha = tl.math.exp2(m_i - m_sub)
+    p = tl.math.exp2(s - m_sub[:, None])
+    l_i = l_i * alpha + _sum(p, 1)
+    v = _load_tile(V + h * stride_vh, voff, vmask, even)
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST, IEEE)
+    return (h, q, acc, m_new, l_i)
 
-    if not PASS_B:  # targets: their own diagonal
-        is_t = row_ok & (i_loc >= n)
-        k_self = _load_rows(K, rows, is_t, h, stride_kt, stride_kh, dq_, DH)
-        v_self = _load_rows(V, rows, is_t, h, stride_vt, stride_vh, dv_, DV)
-        s_self = _self_score(q, k_self, W_POS, W_TIME, P, scale, HAS_POS, HAS_TIME)
-        s_self = tl.where(is_t, s_self, float("-inf"))
-        m_new = tl.maximum(m_i, s_self)
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_sub)
-        ps = tl.exp(s_self - m_sub)
-        l_i = l_i * alpha + ps
-        acc = acc * alpha[:, None] + ps[:, None] * v_self.to(tl.float32)
-        m_i = m_new
 
+@triton.jit
+def _fwd_self(st, H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, P,
+              qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr,
+              EVEN_HEADS: tl.constexpr):
+    """Target rows attend to themselves."""
+    h, q, acc, m_i, l_i = st
+    k_self = tl.load(K + rows[:, None] * stride_kt + h * stride_kh + dq_[None, :],
+                     mask=is_t[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS), other=0.0)
+    v_self = tl.load(V + rows[:, None] * stride_vt + h * stride_vh + dv_[None, :],
+                     mask=is_t[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS), other=0.0)
+    s_self = tl.where(is_t, _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE), float("-inf"))
+    m_new = tl.maximum(m_i, s_self)
+    m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_sub)
+    ps = tl.math.exp2(s_self - m_sub)
+    l_i = l_i * alpha + ps
+    acc = acc * alpha[:, None] + ps[:, None] * v_self.to(tl.float32)
+    return (h, q, acc, m_new, l_i)
+
+
+@triton.jit
+def _fwd_store(st, H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, stride_oh, dv_, DV: tl.constexpr,
+               STORE_ACC: tl.constexpr, EVEN_HEADS: tl.constexpr):
+    h, q, acc, m_i, l_i = st
+    hok = row_ok
+    if not EVEN_HEADS:
+        hok = hok & (h < H)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_safe[:, None]
-    lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.log(l_safe))
-    tl.store(LSE + hT + rows, lse, mask=row_ok)
-    o_mask = row_ok[:, None] & (dv_[None, :] < DV)
+    lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.math.log2(l_safe))
+    tl.store(LSE + h.to(tl.int64) * T + rows, lse, mask=hok)
+    o_mask = hok[:, None] & (dv_[None, :] < DV)
     out_ptrs = OUT + rows[:, None] * stride_ot + h * stride_oh + dv_[None, :]
     if STORE_ACC:  # pass B follows: behaviors keep float32 state, targets are final
         tl.store(ACC + (rows[:, None] * H + h) * DV + dv_[None, :], o, mask=o_mask & (i_loc[:, None] < n))
@@ -311,23 +438,184 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         tl.store(out_ptrs, o.to(OUT.dtype.element_ty), mask=o_mask)
 
 
+@triton.autotune(configs=_configs("fwd"), key=_KEY)
+@_group("fwd")
+@triton.jit
+def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
+             BLK_SEQ, BLK_START, KV_PTR, KV_IDX, KV_FULL,
+             stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+             T, H, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
+             DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
+             GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
+             TS_MODE: tl.constexpr,
+             PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, STORE_ACC: tl.constexpr,
+             POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+             INTERP: tl.constexpr):
+    pid = tl.program_id(0)
+    hg = tl.program_id(1)
+    start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
+                                                              BLOCK, PASS_B)
+    rows = s0 + i_loc
+    dq_ = tl.arange(0, BDH)
+    dv_ = tl.arange(0, BDV)
+    pos_i = tl.minimum(i_loc, n)
+    ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
+    if PASS_B:
+        mult = R_DIL
+    else:
+        mult = 1
+    states = [_fwd_init(hg * G + i, H, Q, ACC, LSE, rows, row_ok, T, stride_qt, stride_qh, dq_, dv_, DH, DV,
+                        BLOCK, BDV, EVEN_HEADS, PASS_B) for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                                                    15)[:G]]
+    ar = tl.arange(0, BLOCK)
+    koff0 = ar[:, None] * stride_kt + dq_[None, :]  # pass A's key tiles: 32-bit offsets from one base
+    voff0 = ar[:, None] * stride_vt + dv_[None, :]
+    e_lo = tl.load(KV_PTR + pid)
+    e_full = e_lo + tl.load(KV_FULL + pid)
+    e_hi = tl.load(KV_PTR + pid + 1)
+    # full tiles: no mask, Toeplitz position bias
+    for e in range(e_lo, e_full):
+        kb = tl.load(KV_IDX + e) >> 1
+        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
+        bias, _bk = _tile_bias(_block_delta(start, kb * BLOCK, n, R_DIL, PASS_B), mult, pos_i, j_loc, ts_i, ts_j,
+                               W_POS, W_TIME, P, NB, BLOCK, BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, INTERP)
+        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
+        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
+        for i in tl.static_range(G):
+            st = _fwd_update(states[i], H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_, bias, bias,
+                             qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
+            states = states[:i] + [st] + states[i + 1:]
+    # masked tiles: the diagonal, partial blocks, target rows, pattern edges
+    for e in range(e_full, e_hi):
+        kb = tl.load(KV_IDX + e) >> 1
+        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+        col_ok = pj < n
+        ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
+        bias, _bk = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+                               False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, INTERP)
+        ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
+        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
+        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
+        for i in tl.static_range(G):
+            st = _fwd_update(states[i], H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_, bias, ok,
+                             qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
+            states = states[:i] + [st] + states[i + 1:]
+    if not PASS_B:  # targets: their own diagonal
+        is_t = row_ok & (i_loc >= n)
+        for i in tl.static_range(G):
+            st = _fwd_self(states[i], H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh,
+                           dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, EVEN_HEADS)
+            states = states[:i] + [st] + states[i + 1:]
+    for i in tl.static_range(G):
+        _fwd_store(states[i], H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, stride_oh, dv_, DV, STORE_ACC,
+                   EVEN_HEADS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward: Delta = rowsum(dO * O)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def attn_bwd_delta(OUT, DO, DELTA, T, H, stride_ot, stride_oh, stride_dot, stride_doh, DV: tl.constexpr,
+                   BDV: tl.constexpr, BLOCK_T: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    h = tl.program_id(1)
+    dv_ = tl.arange(0, BDV)
+    mask = (rows[:, None] < T) & (dv_[None, :] < DV)
+    o = tl.load(OUT + rows[:, None].to(tl.int64) * stride_ot + h * stride_oh + dv_[None, :], mask=mask, other=0.0)
+    do = tl.load(DO + rows[:, None].to(tl.int64) * stride_dot + h * stride_doh + dv_[None, :], mask=mask, other=0.0)
+    tl.store(DELTA + h.to(tl.int64) * T + rows, _sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=rows < T)
+
+
 # ----------------------------------------------------------------------------------------------
 # Backward: dq and the bias-table gradients
 # ----------------------------------------------------------------------------------------------
-@triton.autotune(configs=_configs(), key=["BDH", "BDV", "LEN_BUCKET", "PASS_B"],
-                 reset_to_zero=["DPOS", "DTIME"], restore_value=["DQ"])
+@triton.jit
+def _dq_init(h, H, Q, DO, LSE, DELTA, rows, row_ok, T, stride_qt, stride_qh, stride_dot, stride_doh, dq_, dv_,
+             DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, EVEN_HEADS: tl.constexpr):
+    hok = row_ok
+    if not EVEN_HEADS:
+        hok = hok & (h < H)
+    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + dq_[None, :],
+                mask=hok[:, None] & (dq_[None, :] < DH), other=0.0)
+    do = tl.load(DO + rows[:, None] * stride_dot + h * stride_doh + dv_[None, :],
+                 mask=hok[:, None] & (dv_[None, :] < DV), other=0.0)
+    lse = tl.load(LSE + h.to(tl.int64) * T + rows, mask=hok, other=float("inf"))
+    delta = tl.load(DELTA + h.to(tl.int64) * T + rows, mask=hok, other=0.0)
+    return (h, q, do, lse, delta, tl.full([BLOCK, BDH], 0.0, tl.float32))
+
+
+@triton.jit
+def _dq_update(st, ds_sum, H, K, V, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_, bias, ok, qk_scale,
+               DH: tl.constexpr, DV: tl.constexpr, FULL: tl.constexpr, EVEN_HEADS: tl.constexpr,
+               UPCAST: tl.constexpr, IEEE: tl.constexpr):
+    """One key tile for one head: dS, dq += dS k, and dS added to the group's sum."""
+    h, q, do, lse, delta, dq = st
+    kmask = col_ok[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS)
+    vmask = col_ok[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS)
+    even = FULL and EVEN_HEADS and (DH == q.shape[1]) and (DV == do.shape[1])
+    k = _load_tile(K + h * stride_kh, koff, kmask, even)
+    v = _load_tile(V + h * stride_vh, voff, vmask, even)
+    s = _dot(q, tl.trans(k), UPCAST, IEEE) * qk_scale + bias
+    p = tl.math.exp2(s - lse[:, None])
+    if not FULL:
+        p = tl.where(ok, p, 0.0)
+    dp = _dot(do, tl.trans(v), UPCAST, IEEE)
+    ds = p * (dp - delta[:, None])
+    dq += _dot(ds.to(k.dtype), k, UPCAST, IEEE)
+    return (h, q, do, lse, delta, dq), ds_sum + ds
+
+
+@triton.jit
+def _dq_self(st, ds_tot, H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, P,
+             qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr,
+             EVEN_HEADS: tl.constexpr):
+    """Target rows against themselves; ds_tot collects the group's total (its bias entries)."""
+    h, q, do, lse, delta, dq = st
+    k_self = tl.load(K + rows[:, None] * stride_kt + h * stride_kh + dq_[None, :],
+                     mask=is_t[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS), other=0.0)
+    v_self = tl.load(V + rows[:, None] * stride_vt + h * stride_vh + dv_[None, :],
+                     mask=is_t[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS), other=0.0)
+    s_self = _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE)
+    p_self = tl.where(is_t, tl.math.exp2(s_self - lse), 0.0)
+    dp_self = _sum(do.to(tl.float32) * v_self.to(tl.float32), axis=1)
+    ds_self = p_self * (dp_self - delta)
+    dq += ds_self[:, None] * k_self.to(tl.float32)
+    return (h, q, do, lse, delta, dq), ds_tot + ds_self
+
+
+@triton.jit
+def _dq_store(st, H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH: tl.constexpr, ACCUM: tl.constexpr,
+              EVEN_HEADS: tl.constexpr):
+    h, q, do, lse, delta, dq = st
+    hok = row_ok
+    if not EVEN_HEADS:
+        hok = hok & (h < H)
+    mask = hok[:, None] & (dq_[None, :] < DH)
+    ptrs = DQ + rows[:, None] * stride_dqt + h * stride_dqh + dq_[None, :]
+    dq = dq * scale
+    if ACCUM:
+        dq += tl.load(ptrs, mask=mask, other=0.0)
+    tl.store(ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
+
+
+@triton.autotune(configs=_configs("dq"), key=_KEY, reset_to_zero=["DPOS", "DTIME"], restore_value=["DQ"])
+@_group("dq")
 @triton.jit
 def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, DTIME, FXP,
-                BLK_SEQ, BLK_START, KV_PTR, KV_IDX,
+                BLK_SEQ, BLK_START, KV_PTR, KV_IDX, KV_FULL,
                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
-                T, H, scale, P, NB, WIN, GLOB, R_DIL, S_CLS, DH, DV, LEN_BUCKET,
-                BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr, NBP: tl.constexpr,
-                HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr,
-                HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr,
-                FIXED_POINT: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+                stride_dqt, stride_dqh,
+                T, H, scale, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
+                DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
+                NBP: tl.constexpr, GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr,
+                HAS_POS: tl.constexpr,
+                TS_MODE: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, FIXED_POINT: tl.constexpr,
+                POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                INTERP: tl.constexpr):
     pid = tl.program_id(0)
-    h = tl.program_id(1)
-    hT = h.to(tl.int64) * T
+    hg = tl.program_id(1)
     start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
                                                               BLOCK, PASS_B)
     if PASS_B:  # pass B's rows are one residue class: neighbouring rows are R_DIL positions apart
@@ -337,62 +625,72 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
     rows = s0 + i_loc
     dq_ = tl.arange(0, BDH)
     dv_ = tl.arange(0, BDV)
-    qmask = row_ok[:, None] & (dq_[None, :] < DH)
-    q = _load_rows(Q, rows, row_ok, h, stride_qt, stride_qh, dq_, DH)
-    do = _load_rows(DO, rows, row_ok, h, stride_dot, stride_doh, dv_, DV)
-    lse = tl.load(LSE + hT + rows, mask=row_ok, other=float("inf"))
-    delta = tl.load(DELTA + hT + rows, mask=row_ok, other=0.0)
     pos_i = tl.minimum(i_loc, n)
-    ts_i = _load_ts(TS, rows, row_ok, i_loc, HAS_TIME)
+    ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
     fxp = tl.load(FXP)
     is_beh = row_ok & (i_loc < n)
-    is_tgt = row_ok & (i_loc >= n)
-    qblk = start // BLOCK
-    dq = tl.full([BLOCK, BDH], 0.0, tl.float32)
     acc_t = tl.full([NBP], 0.0, tl.float32)
-
+    states = [_dq_init(hg * G + i, H, Q, DO, LSE, DELTA, rows, row_ok, T, stride_qt, stride_qh, stride_dot,
+                       stride_doh, dq_, dv_, DH, DV, BLOCK, BDH, EVEN_HEADS)
+              for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)[:G]]
+    ar = tl.arange(0, BLOCK)
+    koff0 = ar[:, None] * stride_kt + dq_[None, :]
+    voff0 = ar[:, None] * stride_vt + dv_[None, :]
     e_lo = tl.load(KV_PTR + pid)
+    e_full = e_lo + tl.load(KV_FULL + pid)
     e_hi = tl.load(KV_PTR + pid + 1)
-    for e in range(e_lo, e_hi):
-        full, kb, j_loc, cj, aj, col_ok, k, v, ts_j = _key_tile(
-            tl.load(KV_IDX + e), K, V, TS, s0, n, h, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, DH, DV,
-            R_DIL, BLOCK, PASS_B, HAS_TIME)
-        s, bk = _score_tile(q, k, i_loc, pos_i, ts_i, ci, ai, row_ok, j_loc, ts_j, cj, aj, col_ok, n, full,
-                            W_POS, W_TIME, scale, P, NB, WIN, GLOB, S_CLS,
-                            HAS_POS, HAS_TIME, PASS_B, SPARSE, HAS_WINDOW, UPCAST, IEEE)
-        pt = tl.exp(s - lse[:, None])
-        dp = _dot(do, tl.trans(v), UPCAST, IEEE)
-        ds = pt * (dp - delta[:, None])
-        dq += _dot(ds.to(k.dtype), k, UPCAST, IEEE)
+    for e in range(e_lo, e_full):
+        kb = tl.load(KV_IDX + e) >> 1
+        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
+        delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
+        bias, bk = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+                              True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, INTERP)
+        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
+        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
+        ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
+        for i in tl.static_range(G):
+            st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
+                                    bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
+            states = states[:i] + [st] + states[i + 1:]
         if POS_GRAD:
-            _pos_grad_diagonals(ds, is_beh, qblk - kb, mult, P, DPOS, fxp,
-                                BLOCK, FIXED_POINT)
-            if not PASS_B:  # target rows sit at position n: relative position n - j, a column sum
-                col_sum = _sum(tl.where(is_tgt[:, None], ds, 0.0), axis=0)
-                rel = n - j_loc
-                _grad_add(DPOS, tl.minimum(rel, P - 1) + P - 1, col_sum, col_ok, fxp, FIXED_POINT)
+            _grad_add(DPOS, _toeplitz_index(delta_pos, mult, P, BLOCK, BLOCK, False, POS_CLAMP), ds_sum,
+                      ds_sum == ds_sum, fxp, FIXED_POINT)
         if TIME_GRAD:
-            acc_t = _time_grad_tile(acc_t, ds, bk, NB, NBP)
-
-    if not PASS_B:  # targets: their own diagonal
-        k_self = _load_rows(K, rows, is_tgt, h, stride_kt, stride_kh, dq_, DH)
-        v_self = _load_rows(V, rows, is_tgt, h, stride_vt, stride_vh, dv_, DV)
-        s_self = _self_score(q, k_self, W_POS, W_TIME, P, scale, HAS_POS, HAS_TIME)
-        p_self = tl.where(is_tgt, tl.exp(s_self - lse), 0.0)
-        dp_self = _sum(do.to(tl.float32) * v_self.to(tl.float32), axis=1)
-        ds_self = p_self * (dp_self - delta)
-        dq += ds_self[:, None] * k_self.to(tl.float32)
-        total = _sum(ds_self, axis=0)
+            acc_t = _time_grad_tile(acc_t, ds_sum, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
+    for e in range(e_full, e_hi):
+        kb = tl.load(KV_IDX + e) >> 1
+        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+        col_ok = pj < n
+        ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
+        bias, bk = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+                              False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, INTERP)
+        ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
+        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
+        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
+        ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
+        for i in tl.static_range(G):
+            st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_,
+                                    bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
+            states = states[:i] + [st] + states[i + 1:]
+        if POS_GRAD:
+            _grad_add(DPOS, _general_pos_index(pos_i, j_loc, P, POS_CLAMP), ds_sum, ok, fxp, FIXED_POINT)
+        if TIME_GRAD:
+            acc_t = _time_grad_tile(acc_t, ds_sum, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
+    if not PASS_B:  # targets: their own diagonal (relative position 0, time bucket 0)
+        is_tgt = row_ok & (i_loc >= n)
+        ds_tot = tl.full([BLOCK], 0.0, tl.float32)
+        for i in tl.static_range(G):
+            st, ds_tot = _dq_self(states[i], ds_tot, H, K, V, W_POS, W_TIME, rows, is_tgt, stride_kt, stride_kh,
+                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, EVEN_HEADS)
+            states = states[:i] + [st] + states[i + 1:]
+        total = _sum(ds_tot, axis=0)
         if POS_GRAD:
             _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
         if TIME_GRAD:
             acc_t += tl.where(tl.arange(0, NBP) == 0, total, 0.0)
-
-    dq = dq * scale
-    dq_ptrs = DQ + (rows[:, None] * H + h) * DH + dq_[None, :]
-    if ACCUM:
-        dq += tl.load(dq_ptrs, mask=qmask, other=0.0)
-    tl.store(dq_ptrs, dq, mask=qmask)
+    for i in tl.static_range(G):
+        _dq_store(states[i], H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
     if TIME_GRAD:
         ids = tl.arange(0, NBP)
         _grad_add(DTIME, ids, acc_t, ids <= NB, fxp, FIXED_POINT)
@@ -401,77 +699,175 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
 # ----------------------------------------------------------------------------------------------
 # Backward: dk, dv
 # ----------------------------------------------------------------------------------------------
-@triton.autotune(configs=_configs(), key=["BDH", "BDV", "LEN_BUCKET", "PASS_B"], restore_value=["DK", "DV"])
+@triton.jit
+def _kv_init(h, H, K, V, cols, key_ok, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, DH: tl.constexpr,
+             DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr, EVEN_HEADS: tl.constexpr):
+    k = tl.load(K + cols[:, None] * stride_kt + h * stride_kh + dq_[None, :],
+                mask=key_ok[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS), other=0.0)
+    v = tl.load(V + cols[:, None] * stride_vt + h * stride_vh + dv_[None, :],
+                mask=key_ok[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS), other=0.0)
+    return (h, k, v, tl.full([BLOCK, BDH], 0.0, tl.float32), tl.full([BLOCK, BDV], 0.0, tl.float32))
+
+
+@triton.jit
+def _kv_update(st, H, Q, DO, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh, stride_doh, dq_, dv_, biasT, okT,
+               qk_scale, DH: tl.constexpr, DV: tl.constexpr, FULL: tl.constexpr, EVEN_HEADS: tl.constexpr,
+               UPCAST: tl.constexpr, IEEE: tl.constexpr):
+    """One query tile for one head, transposed: S^T = k q^T, dv += P^T dO, dk += dS^T q."""
+    h, k, v, dk, dv = st
+    hok = row_ok
+    if not EVEN_HEADS:
+        hok = hok & (h < H)
+    even = FULL and EVEN_HEADS and (DH == k.shape[1]) and (DV == v.shape[1])
+    q = _load_tile(Q + h * stride_qh, qoff, hok[:, None] & (dq_[None, :] < DH), even)
+    do = _load_tile(DO + h * stride_doh, dooff, hok[:, None] & (dv_[None, :] < DV), even)
+    lse = tl.load(LSE + h.to(tl.int64) * T + rows, mask=hok, other=float("inf"))
+    delta = tl.load(DELTA + h.to(tl.int64) * T + rows, mask=hok, other=0.0)
+    sT = _dot(k, tl.trans(q), UPCAST, IEEE) * qk_scale + biasT
+    pT = tl.math.exp2(sT - lse[None, :])
+    if not FULL:
+        pT = tl.where(okT, pT, 0.0)
+    dv += _dot(pT.to(do.dtype), do, UPCAST, IEEE)
+    dpT = _dot(v, tl.trans(do), UPCAST, IEEE)
+    dsT = pT * (dpT - delta[None, :])
+    dk += _dot(dsT.to(q.dtype), q, UPCAST, IEEE)
+    return (h, k, v, dk, dv)
+
+
+@triton.jit
+def _kv_self(st, H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, stride_qh, stride_dot, stride_doh,
+             dq_, dv_, P, qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr,
+             TS_MODE: tl.constexpr, EVEN_HEADS: tl.constexpr):
+    """Target keys are seen only by themselves."""
+    h, k, v, dk, dv = st
+    hok = is_t
+    if not EVEN_HEADS:
+        hok = hok & (h < H)
+    qs = tl.load(Q + cols[:, None] * stride_qt + h * stride_qh + dq_[None, :],
+                 mask=hok[:, None] & (dq_[None, :] < DH), other=0.0)
+    dos = tl.load(DO + cols[:, None] * stride_dot + h * stride_doh + dv_[None, :],
+                  mask=hok[:, None] & (dv_[None, :] < DV), other=0.0)
+    lse_s = tl.load(LSE + h.to(tl.int64) * T + cols, mask=hok, other=float("inf"))
+    delta_s = tl.load(DELTA + h.to(tl.int64) * T + cols, mask=hok, other=0.0)
+    s_self = _self_score(qs, k, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE)
+    p_self = tl.where(hok, tl.math.exp2(s_self - lse_s), 0.0)
+    dv += p_self[:, None] * dos.to(tl.float32)
+    dp_self = _sum(dos.to(tl.float32) * v.to(tl.float32), axis=1)
+    ds_self = p_self * (dp_self - delta_s)
+    dk += ds_self[:, None] * qs.to(tl.float32)
+    return (h, k, v, dk, dv)
+
+
+@triton.jit
+def _kv_store(st, H, DK, DVAL, cols, key_ok, scale, stride_dkt, stride_dkh, stride_dvt, stride_dvh, dq_, dv_,
+              DH: tl.constexpr, DV: tl.constexpr, ACCUM: tl.constexpr, EVEN_HEADS: tl.constexpr):
+    h, k, v, dk, dv = st
+    hok = key_ok
+    if not EVEN_HEADS:
+        hok = hok & (h < H)
+    kmask = hok[:, None] & (dq_[None, :] < DH)
+    vmask = hok[:, None] & (dv_[None, :] < DV)
+    dk_ptrs = DK + cols[:, None] * stride_dkt + h * stride_dkh + dq_[None, :]
+    dv_ptrs = DVAL + cols[:, None] * stride_dvt + h * stride_dvh + dv_[None, :]
+    dk = dk * scale
+    if ACCUM:
+        dk += tl.load(dk_ptrs, mask=kmask, other=0.0)
+        dv += tl.load(dv_ptrs, mask=vmask, other=0.0)
+    tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=kmask)
+    tl.store(dv_ptrs, dv.to(DVAL.dtype.element_ty), mask=vmask)
+
+
+@triton.autotune(configs=_configs("dkdv"), key=_KEY, restore_value=["DK", "DVAL"])
+@_group("dkdv")
 @triton.jit
 def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME,
-                  BLK_SEQ, BLK_START, Q_PTR, Q_IDX,
+                  BLK_SEQ, BLK_START, Q_PTR, Q_IDX, Q_FULL,
                   stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
-                  T, H, scale, P, NB, WIN, GLOB, R_DIL, S_CLS, DH, DV, LEN_BUCKET,
-                  BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
-                  HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr,
-                  HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+                  stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+                  T, H, scale, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
+                  DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
+                  GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
+             TS_MODE: tl.constexpr,
+                  PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr,
+                  POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                  INTERP: tl.constexpr):
     pid = tl.program_id(0)
-    h = tl.program_id(1)
-    hT = h.to(tl.int64) * T
+    hg = tl.program_id(1)
     # key_ok: every key row of the block (target rows get their own diagonal below)
     start, s0, L, n, pj, j_loc, cj, aj, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
                                                                BLOCK, PASS_B)
+    if PASS_B:
+        mult = R_DIL
+    else:
+        mult = 1
     col_ok = pj < n  # keys seen by other rows are behaviors
     cols = s0 + j_loc
     dq_ = tl.arange(0, BDH)
     dv_ = tl.arange(0, BDV)
-    kmask = key_ok[:, None] & (dq_[None, :] < DH)
-    vmask = key_ok[:, None] & (dv_[None, :] < DV)
-    k = _load_rows(K, cols, key_ok, h, stride_kt, stride_kh, dq_, DH)
-    v = _load_rows(V, cols, key_ok, h, stride_vt, stride_vh, dv_, DV)
-    ts_j = _load_ts(TS, cols, key_ok, j_loc, HAS_TIME)
-    dk = tl.full([BLOCK, BDH], 0.0, tl.float32)
-    dv = tl.full([BLOCK, BDV], 0.0, tl.float32)
-
+    ts_j = _load_ts(TS, cols, key_ok, TS_MODE)
+    states = [_kv_init(hg * G + i, H, K, V, cols, key_ok, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_,
+                       DH, DV, BLOCK, BDH, BDV, EVEN_HEADS) for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                                      14, 15)[:G]]
     e_lo = tl.load(Q_PTR + pid)
+    e_full = e_lo + tl.load(Q_FULL + pid)
     e_hi = tl.load(Q_PTR + pid + 1)
-    for e in range(e_lo, e_hi):
-        code = tl.load(Q_IDX + e)
-        full = code & 1
-        p, i_loc, ci, ai = _rows((code >> 1) * BLOCK, n, R_DIL, BLOCK, PASS_B)
+    ar = tl.arange(0, BLOCK)
+    qoff0 = ar[:, None] * stride_qt + dq_[None, :]
+    dooff0 = ar[:, None] * stride_dot + dv_[None, :]
+    for e in range(e_lo, e_full):
+        qb = tl.load(Q_IDX + e) >> 1
+        p, i_loc, ci, ai = _rows(qb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+        row_ok = p < L
         if PASS_B:
             row_ok = p < n
-        else:
-            row_ok = p < L
         rows = s0 + i_loc
-        q = _load_rows(Q, rows, row_ok, h, stride_qt, stride_qh, dq_, DH)
-        do = _load_rows(DO, rows, row_ok, h, stride_dot, stride_doh, dv_, DV)
-        lse = tl.load(LSE + hT + rows, mask=row_ok, other=float("inf"))
-        delta = tl.load(DELTA + hT + rows, mask=row_ok, other=0.0)
-        ts_i = _load_ts(TS, rows, row_ok, i_loc, HAS_TIME)
+        ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
+        # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
+        biasT = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
+        if HAS_POS:
+            biasT += tl.load(W_POS + _toeplitz_index(_block_delta(qb * BLOCK, start, n, R_DIL, PASS_B), mult, P, BLOCK,
+                                                     BLOCK, True, POS_CLAMP))
+        if TS_MODE != 0:
+            tb, _bk = _time_bias(ts_j, ts_i, W_TIME, NB, TS_MODE, NB_CLAMP, INTERP)
+            biasT += tb
+        Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
+        DOt, dooff = _tile_base(DO, s0, qb * BLOCK, i_loc, stride_dot, dooff0, dv_, PASS_B)
+        for i in tl.static_range(G):
+            st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh, stride_doh,
+                            dq_, dv_, biasT, biasT, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
+            states = states[:i] + [st] + states[i + 1:]
+    for e in range(e_full, e_hi):
+        qb = tl.load(Q_IDX + e) >> 1
+        p, i_loc, ci, ai = _rows(qb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+        row_ok = p < L
+        if PASS_B:
+            row_ok = p < n
+        rows = s0 + i_loc
+        ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
         pos_i = tl.minimum(i_loc, n)
-        s, bk = _score_tile(q, k, i_loc, pos_i, ts_i, ci, ai, row_ok, j_loc, ts_j, cj, aj, col_ok, n, full,
-                            W_POS, W_TIME, scale, P, NB, WIN, GLOB, S_CLS,
-                            HAS_POS, HAS_TIME, PASS_B, SPARSE, HAS_WINDOW, UPCAST, IEEE)
-        pt = tl.exp(s - lse[:, None])
-        dv += _dot(tl.trans(pt).to(do.dtype), do, UPCAST, IEEE)
-        dp = _dot(do, tl.trans(v), UPCAST, IEEE)
-        ds = pt * (dp - delta[:, None])
-        dk += _dot(tl.trans(ds).to(q.dtype), q, UPCAST, IEEE)
-
+        biasT = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
+        if HAS_POS:
+            relT = pos_i[None, :] - j_loc[:, None]
+            if POS_CLAMP:
+                relT = tl.minimum(tl.maximum(relT, -(P - 1)), P - 1)
+            biasT += tl.load(W_POS + relT + (P - 1))
+        if TS_MODE != 0:
+            tb, _bk = _time_bias(ts_j, ts_i, W_TIME, NB, TS_MODE, NB_CLAMP, INTERP)
+            biasT += tb
+        okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
+                                  HAS_WINDOW))
+        Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
+        DOt, dooff = _tile_base(DO, s0, qb * BLOCK, i_loc, stride_dot, dooff0, dv_, PASS_B)
+        for i in tl.static_range(G):
+            st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh, stride_doh,
+                            dq_, dv_, biasT, okT, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
+            states = states[:i] + [st] + states[i + 1:]
     if not PASS_B:  # target keys are seen only by themselves
         is_t = key_ok & (j_loc >= n)
-        qs = _load_rows(Q, cols, is_t, h, stride_qt, stride_qh, dq_, DH)
-        dos = _load_rows(DO, cols, is_t, h, stride_dot, stride_doh, dv_, DV)
-        lse_s = tl.load(LSE + hT + cols, mask=is_t, other=float("inf"))
-        delta_s = tl.load(DELTA + hT + cols, mask=is_t, other=0.0)
-        s_self = _self_score(qs, k, W_POS, W_TIME, P, scale, HAS_POS, HAS_TIME)
-        p_self = tl.where(is_t, tl.exp(s_self - lse_s), 0.0)
-        dv += p_self[:, None] * dos.to(tl.float32)
-        dp_self = _sum(dos.to(tl.float32) * v.to(tl.float32), axis=1)
-        ds_self = p_self * (dp_self - delta_s)
-        dk += ds_self[:, None] * qs.to(tl.float32)
-
-    dk = dk * scale
-    dk_ptrs = DK + (cols[:, None] * H + h) * DH + dq_[None, :]
-    dv_ptrs = DVAL + (cols[:, None] * H + h) * DV + dv_[None, :]
-    if ACCUM:
-        dk += tl.load(dk_ptrs, mask=kmask, other=0.0)
-        dv += tl.load(dv_ptrs, mask=vmask, other=0.0)
-    tl.store(dk_ptrs, dk, mask=kmask)
-    tl.store(dv_ptrs, dv, mask=vmask)
+        for i in tl.static_range(G):
+            st = _kv_self(states[i], H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, stride_qh,
+                          stride_dot, stride_doh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, EVEN_HEADS)
+            states = states[:i] + [st] + states[i + 1:]
+    for i in tl.static_range(G):
+        _kv_store(states[i], H, DK, DVAL, cols, key_ok, scale, stride_dkt, stride_dkh, stride_dvt, stride_dvh, dq_,
+                  dv_, DH, DV, ACCUM, EVEN_HEADS)
