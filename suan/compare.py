@@ -242,21 +242,42 @@ def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional
           f"L={p.max_len}, lr grid {list(p.lr_grid)}, seeds {list(p.seeds)}"
           f"{f', {jobs} worker processes' if jobs > 1 else ''}", flush=True)
     seed0 = p.seeds[0]
-    # phase 1: the learning-rate grid on seed 0's validation AUC (the test split is never looked at)
+    # phase 1: the learning-rate grid on seed 0's validation AUC (the test split is never looked at);
+    # a model whose best rate is at an edge of the grid gets the next rate beyond it (x3 or /3), up
+    # to ``grid_extensions`` times, so every model's choice is bracketed
     best_lr = {name: p.lr_grid[0] for name in p.models}
     tuned: Dict[Tuple[str, float], dict] = {}
+
+    def valid_auc(name, lr):
+        r = tuned[(name, lr)]
+        return r["best_valid_auc"] if r["best_valid_auc"] is not None else r["valid"].get("auc", -math.inf)
+
     if len(p.lr_grid) > 1:
-        tasks = [(name, lr, seed0, tune_n) for name in p.models for lr in p.lr_grid]
-        for (name, lr, _, _), r in zip(tasks, _run_all(tasks, store, p, out_dir, data_dir, progress, jobs)):
-            tuned[(name, lr)] = r
-            auc = r["best_valid_auc"] if r["best_valid_auc"] is not None else r["valid"].get("auc", -math.inf)
-            print(f"  {name} lr={lr:g} (tuning, seed {seed0}{f', {tune_n:,} samples' if tune_n else ''}): "
-                  f"valid auc {auc:.4f} (best epoch {r['best_epoch']})", flush=True)
+        grids = {name: sorted(p.lr_grid) for name in p.models}
+        pending = [(name, lr) for name in p.models for lr in grids[name]]
+        for round_ in range(p.grid_extensions + 1):
+            tasks = [(name, lr, seed0, tune_n) for name, lr in pending]
+            for (name, lr, _, _), r in zip(tasks, _run_all(tasks, store, p, out_dir, data_dir, progress, jobs)):
+                tuned[(name, lr)] = r
+                print(f"  {name} lr={lr:g} (tuning, seed {seed0}{f', {tune_n:,} samples' if tune_n else ''}): "
+                      f"valid auc {valid_auc(name, lr):.4f} (best epoch {r['best_epoch']})", flush=True)
+            pending = []
+            if round_ == p.grid_extensions:
+                break
+            for name in p.models:
+                grid = grids[name]
+                best = max(grid, key=lambda lr: valid_auc(name, lr))
+                step = grid[-1] / grid[-2]
+                if best == grid[-1]:
+                    pending.append((name, float(f"{best * step:.3g}")))
+                elif best == grid[0]:
+                    pending.append((name, float(f"{best / (grid[1] / grid[0]):.3g}")))
+            for name, lr in pending:
+                grids[name] = sorted(grids[name] + [lr])
+            if not pending:
+                break
         for name in p.models:
-            def valid_auc(lr):
-                r = tuned[(name, lr)]
-                return r["best_valid_auc"] if r["best_valid_auc"] is not None else r["valid"].get("auc", -math.inf)
-            best_lr[name] = max(p.lr_grid, key=valid_auc)
+            best_lr[name] = max(grids[name], key=lambda lr: valid_auc(name, lr))
     # phase 2: every seed at the chosen rate (seed 0's tuning run reused when it saw all the data)
     runs: Dict[str, Dict[int, dict]] = {name: {} for name in p.models}
     tasks = []
@@ -323,10 +344,13 @@ def format_compare(report: dict) -> str:
     tune = f"tuning runs on {s['tune_samples']:,} samples" if s.get("tune_samples") else "tuning runs on all samples"
     stop = (f", early stopping after {s['early_stopping']} epoch(s) without a better valid AUC (the best epoch's "
             "weights tested)" if s.get("early_stopping") else "")
+    extend = (f"; a best rate at an edge of the grid extends it one outer step further, up to {s['grid_extensions']} times"
+              if s.get("grid_extensions") else "")
     lines = [f"Data `{report['data']}` ({report['samples']['train']:,} train / {report['samples']['test']:,} test "
              f"samples, history rule `{report.get('history_rule')}`); grade {s['grade']}, up to {s['epochs']} "
              f"epoch(s){stop}, batch {s['batch_size']}, L={s['max_len']}, dropout {s.get('dropout', 0.0)}, seeds "
-             f"{s['seeds']}; learning rate picked from {s['lr_grid']} by seed {s['seeds'][0]}'s valid AUC ({tune}).",
+             f"{s['seeds']}; learning rate picked from {s['lr_grid']} by seed {s['seeds'][0]}'s valid AUC ({tune}"
+             f"{extend}).",
              "", "| model | test AUC | GAUC | LogLoss | best epoch | non-emb params | train samples/s | "
              "ms/request (K=100) | lr |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

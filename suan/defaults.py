@@ -42,6 +42,9 @@ DATA_PRESETS: Dict[str, SyntheticConfig] = {
     "demo": SyntheticConfig(num_users=6000, requests_per_user=14, num_items=2000, num_categories=30),
     "compare": SyntheticConfig(num_users=2500, requests_per_user=14, num_items=2000, num_categories=30),
     "small": SyntheticConfig(num_users=20000, requests_per_user=15),
+    # the demo's world (2,000 items, 30 categories) with 3.3x the users: 230k training samples,
+    # enough data for the scaling sweep's largest grades and for a g3 distillation teacher
+    "scaling": SyntheticConfig(num_users=20000, requests_per_user=15, num_items=2000, num_categories=30),
     "medium": SyntheticConfig(num_users=200000, requests_per_user=20),
     "large": SyntheticConfig(num_users=1000000, requests_per_user=25, chunk_users=5000),
 }
@@ -77,6 +80,7 @@ class ComparePreset:
     batch_size: int = 128
     max_len: int = 30
     lr_grid: Sequence[float] = (1e-3, 3e-3)
+    grid_extensions: int = 0  # times the grid grows past an edge where a model's best rate sits
     tune_samples: Optional[int] = 20000  # the grid runs on this many training samples (seed 0); None: all
     seeds: Sequence[int] = (0, 1, 2)
     models: Optional[Sequence[str]] = None  # None: every registered model and recipe
@@ -90,7 +94,8 @@ COMPARE_PRESETS: Dict[str, ComparePreset] = {
     # valid AUC within a 10-epoch budget), lr from a grid on seed 0, five seeds, SUAN also one and
     # two grades up
     "ml100k": ComparePreset(data="movielens-100k", grade="g1", epochs=10, early_stopping=2, dropout=0.1,
-                            batch_size=256, lr_grid=(1e-3, 3e-3, 1e-2), tune_samples=None, seeds=(0, 1, 2, 3, 4),
+                            batch_size=256, lr_grid=(1e-3, 3e-3, 1e-2), grid_extensions=2, tune_samples=None,
+                            seeds=(0, 1, 2, 3, 4),
                             extra=("suan@g2", "suan@g3")),
 }
 
@@ -106,6 +111,10 @@ class ScalingPreset:
     max_len: int = 30
     batch_size: int = 128
     lr: float = 1e-3
+    # epochs of a run on D samples: clip(round(epoch_budget / D), 1, max_epochs), with early stopping
+    # (patience 1) on valid AUC and the best epoch tested; 0 = one epoch each (the old protocol)
+    epoch_budget: int = 0
+    max_epochs: int = 1
     student_grade: str = "g0"
     distill_teachers: Sequence[str] = ()
     distill_size: Optional[int] = None  # the D of the distillation curve (default: largest)
@@ -117,10 +126,11 @@ SCALING_PRESETS: Dict[str, ScalingPreset] = {
                            data_sizes=(8000, 16000, 32000, 64000), distill_teachers=("g1", "g2"), distill_size=64000,
                            note="under 15 minutes on a 2-core CPU"),
     # g0-g4 span 650x non-embedding parameters, 7.5k-240k samples 32x: about 2.5 hours on one CPU core
-    "cpu": ScalingPreset(data="synthetic:small", grades=("g0", "g1", "g2", "g3", "g4"),
-                         data_sizes=(7500, 15000, 30000, 60000, 120000, 240000), distill_teachers=("g1", "g2", "g3"),
-                         distill_size=120000, note="g0-g4 (650x parameters) x 7.5k-240k samples (32x); "
-                                                   "about 2.5 hours on one 2026 CPU core"),
+    "cpu": ScalingPreset(data="synthetic:scaling", grades=("g0", "g1", "g2", "g3", "g4"),
+                         data_sizes=(7500, 15000, 30000, 60000, 120000, 240000), epoch_budget=60000, max_epochs=4,
+                         distill_teachers=("g1", "g2", "g3"), distill_size=120000,
+                         note="g0-g4 (650x parameters) x 7.5k-230k samples (31x), small D trained up to 4 epochs "
+                              "with early stopping; about 3 hours on one 2026 CPU core"),
     "gpu": ScalingPreset(data="synthetic:large", grades=("g0", "g1", "g2", "g3", "g4", "g5", "g6"),
                          data_sizes=(100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 20_000_000),
                          max_len=256, batch_size=1024, lr=5e-4, distill_teachers=("g1", "g2", "g3", "g4", "g5", "g6"),

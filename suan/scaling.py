@@ -1,8 +1,9 @@
 """Scaling laws (SPEC sections 1, 4, 5): grade x data-size sweeps, power-law fits, distillation curve.
 
-``run_scaling`` trains one SUAN per (grade, data size) for one epoch on a nested subset of D
-training samples (each run's result is one JSON file: a finished run is skipped, so a sweep
-resumes), evaluates test LogLoss / AUC / GAUC, and fits
+``run_scaling`` trains one SUAN per (grade, data size) on a nested subset of D training samples
+(one epoch, or with a preset's ``epoch_budget`` up to ``max_epochs`` epochs with early stopping on
+valid AUC, so that small D are not just undertrained); each run's result is one JSON file: a
+finished run is skipped, so a sweep resumes, evaluates test LogLoss / AUC / GAUC, and fits
 
     loss(N) = E + A * N^-alpha        over non-embedding parameters, at the largest D
     loss(D) = E + B * D^-beta         over training samples, at the largest grade
@@ -147,8 +148,11 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
 
     # a long run checkpoints every few hundred steps and resumes (its settings checked) when the
     # sweep is restarted, so no more than that is lost to an interruption
-    common = short_run(grade=grade, epochs=1, batch_size=p.batch_size, max_len=p.max_len, lr=p.lr, embedding_lr=p.lr,
-                       train_samples=size, progress=progress, resume=True, checkpoint_every=300)
+    n = min(size, len(store.split("train")))
+    epochs = min(p.max_epochs, max(1, round(p.epoch_budget / n))) if p.epoch_budget else 1
+    common = short_run(grade=grade, epochs=epochs, batch_size=p.batch_size, max_len=p.max_len, lr=p.lr,
+                       embedding_lr=p.lr, train_samples=size, progress=progress, resume=True, checkpoint_every=300,
+                       early_stopping=1 if epochs > 1 else 0)
     tmp = os.path.join(out_dir, "tmp", f"{grade}-{size}-{teacher}")
     t0 = time.perf_counter()
     if teacher:
@@ -158,8 +162,9 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     else:
         cfg = TrainConfig(model="suan", out_dir=tmp, **common)
     res = train(cfg, store)
-    out = {"grade": grade, "train_samples": int(min(size, len(store.split("train")))), "seconds": time.perf_counter() - t0,
-           "train_samples_per_s": res.get("train_samples_per_s")}
+    out = {"grade": grade, "train_samples": int(n), "seconds": time.perf_counter() - t0,
+           "train_samples_per_s": res.get("train_samples_per_s"), "epochs": epochs,
+           "best_epoch": res.get("best_epoch"), "epochs_trained": res.get("epochs_trained")}
     if teacher:
         out.update({"teacher": teacher, "test": res["test"]["student"], "teacher_test": res["test"]["teacher"],
                     "non_embedding_params": res["params"]["student"]["non_embedding"],

@@ -58,14 +58,17 @@ def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
 def test_compare_smoke_on_synthetic(tmp_path):
     rep = run_compare("synthetic:tiny", str(tmp_path / "c"), models=["dnn", "din", "lightsuan", "lightsuan-distilled"],
                       seeds=[0, 1], data_dir=str(tmp_path / "data"), max_len=16, lr_grid=(1e-3, 3e-3),
-                      tune_samples=3000)
+                      tune_samples=3000, grid_extensions=1)
     assert set(rep["models"]) == {"dnn", "din", "lightsuan", "lightsuan-distilled"}
     for e in rep["models"].values():
         assert len(e["auc"]["values"]) == 2 and e["auc"]["std"] >= 0 and e["inference_ms_k100"] > 0
         assert e["family"] in ("suan", "baseline") and e["best_epoch"]["mean"] >= 1
-        assert e["lr"] in (1e-3, 3e-3)
+        # a two-point grid always has its best at an edge: one step further on that side was tried
+        assert e["lr"] in (3.33e-4, 1e-3, 3e-3, 9e-3)
+    tuning = [f for f in os.listdir(tmp_path / "c" / "results")]
+    assert len(tuning) >= 4 * 3  # per model: the grid's two rates and one extension (seed 1 adds more)
     md = open(tmp_path / "c" / "compare.md").read()
-    assert "| dnn |" in md and "±" in md
+    assert "| dnn |" in md and "±" in md and "one outer step further" in md
 
 
 @pytest.mark.parametrize("kind", ["taobao", "movielens", "amazon"])
