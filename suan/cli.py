@@ -204,6 +204,16 @@ def cmd_compare(args) -> int:
 # ----------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------
+def cmd_distill_study(args) -> int:
+    from .distill_study import run_distill_study
+
+    run_distill_study(args.out, preset=args.preset, data=args.data, students=args.students,
+                      teacher_steps=args.teacher_steps, seeds=args.seeds, lambdas=args.lambdas,
+                      temperatures=args.temperatures, data_dir=args.data_dir,
+                      progress=args.progress, jobs=args.jobs)
+    return 0
+
+
 def cmd_data(args) -> int:
     if args.data_command == "generate":
         import dataclasses as dc
@@ -269,7 +279,7 @@ def cmd_score(args) -> int:
 # ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from .compare import all_models
-    from .defaults import COMPARE_PRESETS, DATA_PRESETS, DEMO, SCALING_PRESETS
+    from .defaults import COMPARE_PRESETS, DATA_PRESETS, DEMO, DISTILL_STUDY_PRESETS, SCALING_PRESETS
 
     p = argparse.ArgumentParser(prog="suan", description="SUAN / LightSUAN CTR models on unified attention kernels")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors (also SUAN_DEBUG=1)")
@@ -314,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser("compare", help="SUAN / LightSUAN against DNN, DIN, BST and HSTU-style baselines")
     cp.add_argument("--data", default=None, help="dataset spec (default: the preset's synthetic data)")
-    cp.add_argument("--preset", default="smoke", choices=list(COMPARE_PRESETS))
+    cp.add_argument("--preset", default=None, choices=list(COMPARE_PRESETS),
+                    help="settings (default: ml100k for --data movielens-100k, else smoke)")
     cp.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                     help=f"models to compare (default: the preset's, all of {', '.join(all_models())}; "
                          "MODEL@gN for another grade, e.g. suan@g2)")
@@ -331,6 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--progress", action="store_true")
     cp.add_argument("--out", default="runs/compare")
     cp.set_defaults(func=cmd_compare)
+
+    dst = sub.add_parser("distill-study", help="the distillation claim: distilled LightSUAN vs SUAN one grade up "
+                                               "(lambda x T on validation, several seeds; resumable)")
+    dst.add_argument("--preset", default="smoke", choices=list(DISTILL_STUDY_PRESETS))
+    dst.add_argument("--data", default=None, help="dataset spec (default: the preset's)")
+    dst.add_argument("--students", nargs="+", default=None, metavar="GRADE", help="student grades (e.g. g0 g1)")
+    dst.add_argument("--teacher-steps", type=int, nargs="+", default=None, metavar="K",
+                     help="teachers K grades above each student (default 1 2)")
+    dst.add_argument("--seeds", type=int, nargs="+", default=None)
+    dst.add_argument("--lambdas", type=float, nargs="+", default=None, help="the lambda grid (default: the preset's)")
+    dst.add_argument("--temperatures", type=float, nargs="+", default=None, help="the T grid (default: the preset's)")
+    dst.add_argument("--jobs", type=int, default=1, help="runs trained at a time, one thread each (default 1)")
+    dst.add_argument("--data-dir", default=None)
+    dst.add_argument("--progress", action="store_true")
+    dst.add_argument("--out", default="runs/distill-study")
+    dst.set_defaults(func=cmd_distill_study)
 
     data = sub.add_parser("data", help="generate, build, fetch or inspect datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)

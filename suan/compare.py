@@ -23,7 +23,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,31 +47,69 @@ def all_models() -> List[str]:
 # ablations of SUAN usable as entries: ``suan~notime``, ``suan~nocross~1layer@g2``
 ABLATIONS = {"notime": {"use_time_bias": False}, "nocross": {"use_cross_attention": False},
              "nogate": {"use_msgate": False}, "1layer": {"num_layers": 1}}
+# distillation options of ``lightsuan-distilled`` entries: ``lightsuan-distilled~tg3~lam1~T2@g1`` is a
+# LightSUAN g1 student of a SUAN g3 teacher with lambda 1 and temperature 2 (defaults: one grade
+# up, ``suan.defaults.DISTILL``'s lambda and T)
+_DISTILL_OPTIONS = {"t": ("teacher", str), "lam": ("distill_lambda", float), "T": ("temperature", float)}
 
 
-def parse_entry(name: str, base_grade: str) -> Tuple[str, str, dict]:
-    """``suan~nogate@g2`` -> (``suan``, ``g2``, model overrides of the ablations); ``din`` ->
-    (``din``, the preset's grade, {})."""
+class Entry(NamedTuple):
+    """One entry of a comparison, parsed: model kind, grade, model overrides (ablations) and
+    distillation settings (``lightsuan-distilled`` only)."""
+
+    kind: str
+    grade: str
+    overrides: dict
+    distill: dict
+
+
+def _distill_option(token: str) -> Optional[Tuple[str, object]]:
+    for prefix in sorted(_DISTILL_OPTIONS, key=len, reverse=True):
+        if token.startswith(prefix) and len(token) > len(prefix):
+            field, cast = _DISTILL_OPTIONS[prefix]
+            try:
+                return field, cast(token[len(prefix):])
+            except ValueError:
+                return None
+    return None
+
+
+def parse_entry(name: str, base_grade: str) -> Entry:
+    """``suan~nogate@g2`` -> Entry(``suan``, ``g2``, the ablations' model overrides, {}); ``din`` ->
+    Entry(``din``, the preset's grade, {}, {}); ``lightsuan-distilled~tg3~lam1@g1`` -> its teacher
+    grade and lambda in ``distill``."""
+    from .config import get_grade
+
     head, sep, grade = name.partition("@")
-    kind, *ablations = head.split("~")
+    kind, *modifiers = head.split("~")
     if kind not in all_models():
         raise ValueError(f"models: unknown {kind!r}; known: {', '.join(all_models())} (optionally ~ablation, @grade)")
-    overrides = {}
-    for a in ablations:
+    overrides, distill = {}, {}
+    for a in modifiers:
+        option = _distill_option(a) if kind in RECIPES else None
+        if option is not None:
+            distill[option[0]] = option[1]
+            continue
         if a not in ABLATIONS:
-            raise ValueError(f"models: unknown ablation {a!r} in {name!r}; known: {', '.join(ABLATIONS)}")
+            known = list(ABLATIONS) + (["tgN", "lamX", "TX"] if kind in RECIPES else [])
+            raise ValueError(f"models: unknown modifier {a!r} in {name!r}; known: {', '.join(known)}")
         overrides.update(ABLATIONS[a])
-    if sep:
-        from .config import get_grade
-
-        get_grade(grade)
-    return kind, (grade if sep else base_grade), overrides
+    for g in ([grade] if sep else []) + ([distill["teacher"]] if "teacher" in distill else []):
+        try:
+            get_grade(g)
+        except ValueError as e:
+            raise ValueError(f"models: {name!r}: {e}") from None
+    for key in ("distill_lambda", "temperature"):
+        if key in distill and not (math.isfinite(distill[key]) and distill[key] > 0):
+            raise ValueError(f"models: {key} in {name!r} must be a positive number")
+    return Entry(kind, grade if sep else base_grade, overrides, distill)
 
 
 def distill_config(teacher: str, **settings) -> TrainConfig:
-    """A LightSUAN student trained with online distillation from a SUAN ``teacher`` grade."""
+    """A LightSUAN student trained with online distillation from a SUAN ``teacher`` grade
+    (``settings`` may override the default lambda / temperature)."""
     return TrainConfig(model="lightsuan", teacher=teacher, teacher_overrides={"dropout": 0.0},
-                       **DISTILL.train_settings(), **settings)
+                       **{**DISTILL.train_settings(), **settings})
 
 
 def _one_grade_up(grade: str) -> str:
@@ -84,12 +122,14 @@ def _one_grade_up(grade: str) -> str:
 
 def _train_config(name: str, p: ComparePreset, lr: float, seed: int, out: str, progress: bool,
                   train_samples: Optional[int]) -> Tuple[TrainConfig, str]:
-    kind, grade, ablation = parse_entry(name, p.grade)
+    kind, grade, ablation, distill = parse_entry(name, p.grade)
     common = short_run(grade=grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
                        embedding_lr=lr, seed=seed, out_dir=out, progress=progress, train_samples=train_samples,
                        early_stopping=p.early_stopping, model_overrides={"dropout": p.dropout, **ablation})
     if kind == "lightsuan-distilled":
-        return distill_config(p.teacher_grade or _one_grade_up(grade), **common), "student"
+        distill = dict(distill)
+        teacher = distill.pop("teacher", None) or p.teacher_grade or _one_grade_up(grade)
+        return distill_config(teacher, **distill, **common), "student"
     return TrainConfig(model=kind, **common), "model"
 
 
@@ -190,13 +230,21 @@ def reference_scores(store) -> Dict[str, dict]:
     return out
 
 
-def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str]] = None, preset: str = "smoke",
+def default_preset(data: Optional[str]) -> str:
+    """The preset a comparison on ``data`` uses unless one is named: ``ml100k`` for MovieLens-100K
+    (so that ``suan compare --data movielens-100k`` reproduces the README's table), else ``smoke``."""
+    return next((name for name, p in COMPARE_PRESETS.items() if data and p.data == data), "smoke")
+
+
+def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str]] = None,
+                preset: Optional[str] = None,
                 seeds: Optional[Sequence[int]] = None, data_dir: Optional[str] = None, progress: bool = False,
                 jobs: int = 1, **overrides) -> dict:
     """The comparison of the module docstring; ``jobs`` > 1 trains that many runs at a time in
     worker processes (one thread each)."""
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
+    preset = preset or default_preset(data)
     p = dataclasses.replace(choose_preset(COMPARE_PRESETS, preset, "preset"),
                             **{k: v for k, v in overrides.items() if v is not None})
     if data:
@@ -295,7 +343,7 @@ def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional
             r = runs[name][seed]
             print(f"  {name} lr={best_lr[name]:g} seed={seed}: test auc {r['test']['auc']:.4f} "
                   f"(best epoch {r['best_epoch']} of {r['epochs_trained']})", flush=True)
-        kind, grade, _ = parse_entry(name, p.grade)
+        kind, grade = parse_entry(name, p.grade)[:2]
         entry = {"lr": best_lr[name], "seeds": list(p.seeds), "grade": grade,
                  "family": "suan" if kind in ("suan", "lightsuan", "lightsuan-distilled") else "baseline"}
         for metric in ("auc", "gauc", "logloss"):

@@ -101,6 +101,41 @@ COMPARE_PRESETS: Dict[str, ComparePreset] = {
 
 
 # ----------------------------------------------------------------------------------------------
+# suan distill-study
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DistillStudyPreset:
+    """The paper's distillation claim at a fair budget: each LightSUAN student grade distilled from
+    SUAN teachers ``teacher_steps`` grades up, lambda x T picked on seed 0's valid AUC, then seeds;
+    against LightSUAN alone and SUAN one grade above the student, all on the same budget
+    (``compare``'s epochs, early stopping, batch, dropout) and one learning rate."""
+
+    compare: ComparePreset
+    students: Sequence[str] = ("g0", "g1")
+    teacher_steps: Sequence[int] = (1, 2)
+    lambdas: Sequence[float] = (1.0, 4.0)
+    temperatures: Sequence[float] = (1.0, 2.0)
+    note: str = ""
+
+
+DISTILL_STUDY_PRESETS: Dict[str, DistillStudyPreset] = {
+    "smoke": DistillStudyPreset(
+        compare=ComparePreset(data="synthetic:tiny", epochs=1, early_stopping=1, max_len=12, lr_grid=(3e-3,),
+                              tune_samples=None, seeds=(0, 1)),
+        students=("g0",), teacher_steps=(1,), lambdas=(1.0, 4.0), temperatures=(2.0,), note="about a minute on 2 CPU cores"),
+    # lr 3e-3: SUAN g1's rate picked by the ml100k comparison (valid AUC, seed 0)
+    "ml100k": DistillStudyPreset(
+        compare=ComparePreset(data="movielens-100k", epochs=10, early_stopping=2, dropout=0.1, batch_size=256,
+                              lr_grid=(3e-3,), tune_samples=None, seeds=(0, 1, 2)),
+        temperatures=(2.0,), note="students g0 and g1, teachers one and two grades up"),
+    "scaling": DistillStudyPreset(
+        compare=ComparePreset(data="synthetic:scaling", epochs=4, early_stopping=1, lr_grid=(1e-3,),
+                              tune_samples=None, seeds=(0, 1, 2)),
+        note="230k synthetic training samples: enough that a g3 teacher does not overfit"),
+}
+
+
+# ----------------------------------------------------------------------------------------------
 # suan scaling
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)

@@ -206,6 +206,9 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
     n_train = len(store.split("train"))
     sizes = sorted({min(s, n_train) for s in p.data_sizes})
     print(f"scaling '{preset}' on {p.data} ({n_train:,} train samples): grades {list(p.grades)} x D {sizes}", flush=True)
+    # the plan, so that `suan report` can show a sweep's progress before it finishes
+    write_json(os.path.join(out_dir, "plan.json"), {"preset": preset, "data": p.data, "grades": list(p.grades),
+                                                    "data_sizes": sizes, "started": time.strftime("%Y-%m-%d %H:%M")})
     runs = []
     for size in sizes:
         for grade in p.grades:
@@ -350,6 +353,8 @@ def render_report(out_dir: str) -> str:
     """``suan report DIR``: a Markdown page with the tables, fitted exponents and plots."""
     path = os.path.join(out_dir, "scaling.json")
     if not os.path.exists(path):
+        if os.path.exists(os.path.join(out_dir, "plan.json")):
+            return render_progress(out_dir)
         raise FileNotFoundError(f"{path}: run `suan scaling --out {out_dir}` first")
     with open(path) as f:
         res = json.load(f)
@@ -390,4 +395,37 @@ def render_report(out_dir: str) -> str:
     lines.append(f"Wall time: {res.get('wall_time_s', 0) / 60:.1f} min.")
     md = "\n".join(lines) + "\n"
     write_text(os.path.join(out_dir, "report.md"), md)
+    return md
+
+
+def render_progress(out_dir: str) -> str:
+    """``suan report DIR`` on a sweep that has not finished: its finished runs and what is left
+    (no fits: a partial grid would bias them), into ``DIR/progress.md``."""
+    with open(os.path.join(out_dir, "plan.json")) as f:
+        plan = json.load(f)
+    done = {}
+    for grade in plan["grades"]:
+        for size in plan["data_sizes"]:
+            path = _run_path(out_dir, "suan", grade, size)
+            if os.path.exists(path):
+                with open(path) as f:
+                    done[(grade, size)] = json.load(f)
+    total = len(plan["grades"]) * len(plan["data_sizes"])
+    lines = [f"# Scaling sweep in progress: preset `{plan['preset']}` on `{plan['data']}`", "",
+             f"{len(done)} of {total} runs finished (started {plan['started']}); `suan scaling --preset "
+             f"{plan['preset']} --out {out_dir}` resumes it (finished runs are skipped, a run in progress "
+             "continues from its last checkpoint). Fits are made when the grid is complete.", "",
+             "| grade | non-emb params | train samples | epochs (best) | test LogLoss | AUC | GAUC | train samples/s "
+             "| seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (grade, size), r in sorted(done.items(), key=lambda kv: (kv[0][1], kv[1]["non_embedding_params"])):
+        t = r["test"]
+        lines.append(f"| {grade} | {r['non_embedding_params']:,} | {r['train_samples']:,} | {r.get('epochs', 1)} "
+                     f"({r.get('best_epoch') or '-'}) | {t['logloss']:.4f} | {t['auc']:.4f} | "
+                     f"{t.get('gauc', float('nan')):.4f} | {r.get('train_samples_per_s') or 0:.0f} | "
+                     f"{r['seconds']:.0f} |")
+    left = [f"{g} D={d}" for d in plan["data_sizes"] for g in plan["grades"] if (g, d) not in done]
+    if left:
+        lines += ["", "Left: " + ", ".join(left) + "."]
+    md = "\n".join(lines) + "\n"
+    write_text(os.path.join(out_dir, "progress.md"), md)
     return md

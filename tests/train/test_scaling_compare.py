@@ -53,6 +53,12 @@ def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
     assert [r["test"]["logloss"] for r in again["runs"]] == [r["test"]["logloss"] for r in res["runs"]]
     md = scaling.render_report(out)
     assert "loss(N)" in md and "scaling.png" in md and os.path.exists(os.path.join(out, "report.md"))
+    # an unfinished sweep: `suan report` shows the finished runs and what is left, without fits
+    os.remove(os.path.join(out, "scaling.json"))
+    os.remove(os.path.join(out, "runs", sorted(f for f in os.listdir(os.path.join(out, "runs")) if f.startswith("suan-"))[0]))
+    progress = scaling.render_report(out)
+    assert "8 of 9 runs finished" in progress and "Left: " in progress and "loss(N)" not in progress
+    assert os.path.exists(os.path.join(out, "progress.md"))
 
 
 def test_compare_smoke_on_synthetic(tmp_path):
@@ -118,3 +124,42 @@ def test_paired_test_matches_scipy_and_the_sign_flip_fallback(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "scipy", None)
     f = paired_test(a, b)
     assert f["test"] == "sign-flip permutation test" and abs(f["p"] - 2 / 32) < 1e-12
+
+
+def test_distill_study_smoke_picks_on_valid_and_resumes(tmp_path):
+    from suan.compare import parse_entry
+    from suan.distill_study import run_distill_study
+
+    out = str(tmp_path / "d")
+    rep = run_distill_study(out, preset="smoke", seeds=[0], data_dir=str(tmp_path / "data"))
+    rows = rep["students"]["g0"]["rows"]
+    distilled = [n for n in rows if n.startswith("lightsuan-distilled~tg1~")]
+    assert len(distilled) == 1 and {"lightsuan@g0", "suan"} <= set(rows)
+    grid = rows[distilled[0]]["valid_grid"]
+    assert len(grid) == 2 and max(grid, key=grid.get) == distilled[0]  # chosen on validation AUC
+    claim = rep["students"]["g0"]["claim"][distilled[0]]
+    assert claim["against"] == "suan" and np.isfinite(claim["mean_diff"]) and isinstance(claim["holds"], bool)
+    md = open(os.path.join(out, "distill.md")).read()
+    assert "Student LightSUAN g0" in md and "the claim **" in md and "valid AUC grid" in md
+    results = sorted(os.listdir(os.path.join(out, "results")))
+    assert len(results) == 4  # two grid points, LightSUAN alone, SUAN one grade up
+    mtimes = [os.path.getmtime(os.path.join(out, "results", f)) for f in results]
+    again = run_distill_study(out, preset="smoke", seeds=[0], data_dir=str(tmp_path / "data"))
+    assert [os.path.getmtime(os.path.join(out, "results", f)) for f in results] == mtimes
+    assert again["students"]["g0"]["rows"][distilled[0]]["auc"] == rows[distilled[0]]["auc"]
+    # the entry grammar the study writes, and its errors
+    e = parse_entry("lightsuan-distilled~tg3~lam1~T2@g1", "g0")
+    assert e.grade == "g1" and e.distill == {"teacher": "g3", "distill_lambda": 1.0, "temperature": 2.0}
+    for bad, msg in (("suan~tg2", "unknown modifier 'tg2'"), ("lightsuan-distilled~lam0", "positive"),
+                     ("lightsuan-distilled~lamx", "unknown modifier")):
+        with pytest.raises(ValueError, match=msg):
+            parse_entry(bad, "g0")
+    with pytest.raises(ValueError, match="teacher-steps"):
+        run_distill_study(str(tmp_path / "e"), preset="smoke", teacher_steps=[0])
+
+
+def test_compare_on_movielens_defaults_to_its_preset():
+    from suan.compare import default_preset
+
+    assert default_preset("movielens-100k") == "ml100k"
+    assert default_preset("synthetic:tiny") == default_preset(None) == "smoke"
