@@ -135,7 +135,9 @@ def _run_study(sp: DistillStudyPreset, cp, preset: str, out_dir: str, data_dir: 
             if suan_up:
                 t = paired_test(rows[e]["auc"]["values"], rows[suan_up]["auc"]["values"])
                 t["against"] = suan_up
+                # holds: ahead with p < 0.05 over seeds; not shown: ahead on average only; does not hold
                 t["holds"] = bool(t["mean_diff"] > 0 and t.get("p", 1.0) < 0.05)
+                t["verdict"] = "holds" if t["holds"] else ("not shown" if t["mean_diff"] > 0 else "does not hold")
                 claims[e] = t
             alone = refs[s][0]
             rows[e]["gain_over_alone"] = paired_test(rows[e]["auc"]["values"], rows[alone]["auc"]["values"])
@@ -182,10 +184,11 @@ def format_study(report: dict) -> str:
         lines.append("")
         for name, t in st["claim"].items():
             p = f", p={t['p']:.3f} ({t['test']})" if "p" in t else ""
-            verdict = "holds" if t["holds"] else "does not hold"
+            verdict = t.get("verdict") or ("holds" if t["holds"] else "does not hold")
+            verdict = {"not shown": "is not shown (ahead on average, not significantly)"}.get(verdict, verdict)
             gain = st["rows"][name]["gain_over_alone"]["mean_diff"]
             lines.append(f"- {name} vs {t['against']}: test AUC {t['mean_diff']:+.4f} over {t['n']} seeds{p}: "
-                         f"the claim **{verdict}** here; distillation vs LightSUAN alone {gain:+.4f}.")
+                         f"the claim **{verdict}** here; distillation vs LightSUAN alone {gain:+.4f} AUC.")
         for name, r in st["rows"].items():
             if "valid_grid" in r:
                 cells = ", ".join(f"lam {g.split('~lam')[1].split('~')[0]} T {g.split('~T')[1].split('@')[0]}: "

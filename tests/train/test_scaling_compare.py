@@ -139,6 +139,7 @@ def test_distill_study_smoke_picks_on_valid_and_resumes(tmp_path):
     assert len(grid) == 2 and max(grid, key=grid.get) == distilled[0]  # chosen on validation AUC
     claim = rep["students"]["g0"]["claim"][distilled[0]]
     assert claim["against"] == "suan" and np.isfinite(claim["mean_diff"]) and isinstance(claim["holds"], bool)
+    assert claim["verdict"] in ("holds", "not shown", "does not hold")
     md = open(os.path.join(out, "distill.md")).read()
     assert "Student LightSUAN g0" in md and "the claim **" in md and "valid AUC grid" in md
     results = sorted(os.listdir(os.path.join(out, "results")))
