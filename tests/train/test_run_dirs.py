@@ -96,12 +96,14 @@ def test_sigint_saves_the_current_step_and_the_same_command_resumes(store, tmp_p
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "suan.cli", "train", "--data", store.path, "--grade", "g0", "--max-len", "16",
            "--epochs", "3", "--batch-size", "8", "--no-progress", "--eval-batch-size", "512", "--log-every", "1",
-           "--out-dir", str(out)]
+           "--checkpoint-every", "5", "--out-dir", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / LOCK_NAME).exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(3.0)  # some training steps
+    # wait for the first periodic checkpoint (step 5: the loop and its signal handler are running), not
+    # for a fixed time, which a loaded machine may spend before the first step
+    deadline = time.time() + 300
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1]
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
