@@ -164,3 +164,46 @@ def test_compare_on_movielens_defaults_to_its_preset():
 
     assert default_preset("movielens-100k") == "ml100k"
     assert default_preset("synthetic:tiny") == default_preset(None) == "smoke"
+
+
+def _children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return kids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_interrupted_compare_takes_its_workers_with_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "suan.cli", "compare", "--data", "synthetic:tiny", "--models", "dnn", "suan",
+           "--lr-grid", "0.003", "--seeds", "0", "1", "--jobs", "2", "--data-dir", str(tmp_path / "data"),
+           "--out", str(tmp_path / "c")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    workers = []
+    while time.time() < deadline and proc.poll() is None:
+        # the pool's workers train (the resource tracker is a child too, but does not train)
+        workers = [k for k in _children(proc.pid) if "spawn_main" in open(f"/proc/{k}/cmdline").read()]
+        if len(workers) == 2 and os.path.isdir(tmp_path / "c" / "runs"):
+            break
+        time.sleep(0.2)
+    assert len(workers) == 2, proc.communicate()[1]
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1]
+    deadline = time.time() + 60
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{w}") for w in workers), "orphaned workers"
