@@ -58,7 +58,9 @@ class DemoSettings:
     student_grade: str = DISTILL.student
     teacher_grade: str = DISTILL.teacher
     student_len: int = 30  # the light model reads the 30 most recent behaviors
-    teacher_len: int = 50  # the teacher, a higher grade, reads 50
+    # the teacher reads as many: at 50 it was slower (176 s vs 149 s for the demo on 2 cores) and
+    # no better (test AUC 0.7337 vs 0.7439, seed 0; 2026-11-29)
+    teacher_len: int = 30
     data_preset: str = "demo"
     epochs: int = 2
 
