@@ -187,6 +187,16 @@ def _summary(vals: Sequence[float]) -> dict:
             "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0, "values": a.tolist()}
 
 
+def summarize_runs(rs: Sequence[dict]) -> dict:
+    """One entry's runs over seeds (the first seed first): test metrics and best epoch as mean /
+    std / values, non-embedding parameters, median training samples/s."""
+    out = {m: _summary([r["test"][m] for r in rs]) for m in ("auc", "gauc", "logloss")}
+    out["best_epoch"] = _summary([r["best_epoch"] or 0 for r in rs])
+    out["non_embedding_params"] = rs[0]["params"]["non_embedding"]
+    out["train_samples_per_s"] = float(np.median([r["samples_per_s"] or 0 for r in rs]))
+    return out
+
+
 def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
     """Paired comparison over seeds of ``a - b``: mean difference, t statistic and two-sided p
     (Student's t with n-1 degrees of freedom, scipy; without scipy the exact sign-flip test)."""
@@ -362,11 +372,7 @@ def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional
         kind, grade = parse_entry(name, p.grade)[:2]
         entry = {"lr": best_lr[name], "seeds": list(p.seeds), "grade": grade,
                  "family": "suan" if kind in ("suan", "lightsuan", "lightsuan-distilled") else "baseline"}
-        for metric in ("auc", "gauc", "logloss"):
-            entry[metric] = _summary([runs[name][s]["test"][metric] for s in p.seeds])
-        entry["best_epoch"] = _summary([runs[name][s]["best_epoch"] or 0 for s in p.seeds])
-        entry["non_embedding_params"] = runs[name][seed0]["params"]["non_embedding"]
-        entry["train_samples_per_s"] = float(np.median([runs[name][s]["samples_per_s"] or 0 for s in p.seeds]))
+        entry.update(summarize_runs([runs[name][s] for s in p.seeds]))
         entry["inference_ms_k100"] = _inference_ms(runs[name][seed0], store, p.max_len)
         results[name] = entry
     report = {"data": p.data, "preset": preset, "history_rule": store.info.get("history_rule"),

@@ -19,7 +19,7 @@ import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .compare import _run_all, _summary, paired_test
+from .compare import _run_all, paired_test, summarize_runs
 from .config import GRADES, get_grade
 from .defaults import DISTILL_STUDY_PRESETS, DistillStudyPreset, preset as choose_preset
 from .io import write_json, write_text
@@ -113,12 +113,7 @@ def _run_study(sp: DistillStudyPreset, cp, preset: str, out_dir: str, data_dir: 
     runs = run(entries, cp.seeds)
 
     def summary(entry: str) -> dict:
-        rs = [runs[(entry, s)] for s in cp.seeds]
-        out = {m: _summary([r["test"][m] for r in rs]) for m in ("auc", "gauc", "logloss")}
-        out["best_epoch"] = _summary([r["best_epoch"] or 0 for r in rs])
-        out["non_embedding_params"] = rs[0]["params"]["non_embedding"]
-        out["train_samples_per_s"] = float(sorted(r["samples_per_s"] or 0 for r in rs)[len(rs) // 2])
-        return out
+        return summarize_runs([runs[(entry, s)] for s in cp.seeds])
 
     students = {}
     for s in sp.students:

@@ -787,7 +787,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
                   T, H, scale, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
                   DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
                   GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
-             TS_MODE: tl.constexpr,
+                  TS_MODE: tl.constexpr,
                   PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr,
                   POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
                   INTERP: tl.constexpr):
