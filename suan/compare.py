@@ -282,26 +282,10 @@ def _run_all(tasks, store, p, out_dir, data_dir, progress, jobs) -> list:
     if jobs <= 1:
         return [_run_one(n, store, p, lr, seed, out_dir, progress, ts) for n, lr, seed, ts in tasks]
     import multiprocessing
-    import signal
     from concurrent.futures import ProcessPoolExecutor
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-    try:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_worker_run, [(n, p, lr, seed, out_dir, data_dir, ts) for n, lr, seed, ts in tasks]))
-    except BaseException:
-        # an interrupted comparison takes its workers with it (each saves its run's checkpoint on
-        # SIGTERM); left alone they would finish the runs in hand and then idle, orphaned
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional[str], progress: bool,
