@@ -159,8 +159,10 @@ _FIELD_TYPES = typing.get_type_hints(TrainConfig)
 def short_run(**settings) -> dict:
     """TrainConfig settings of the short runs of the demo, the comparison and the scaling sweep:
     a brief warmup, cosine decay to half the rate, no dropout (one or two epochs do not overfit),
-    large evaluation batches, a fresh start; ``settings`` add to or override them."""
-    return {"warmup_steps": 50, "min_lr_ratio": 0.5, "eval_batch_size": 2048, "resume": False,
+    evaluation batches of 512 (on a 2-core CPU a g4 evaluates 1.6x faster than in batches of 2,048,
+    whose activations leave the cache; small grades are indifferent), a fresh start; ``settings``
+    add to or override them."""
+    return {"warmup_steps": 50, "min_lr_ratio": 0.5, "eval_batch_size": 512, "resume": False,
             "model_overrides": {"dropout": 0.0}, **settings}
 
 
