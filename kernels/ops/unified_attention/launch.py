@@ -136,6 +136,15 @@ class _Run:
         # relative positions reach max_len - 1: the table needs no clamp when it is that long
         self.pos_clamp = self.P < self.layout.max_len
         self.nb_clamp = self.ts_mode != 1 or self.NB < 31  # int32 buckets are at most 30
+        # with both terms the kernels gather from one joint table w_pos[r] + w_time[b], [2P-1, NBW]
+        # (row-major, NBW = the buckets reachable, rounded up to a power of two): one load per pair
+        # instead of two loads and an add (sums in float32, as the kernels would form them)
+        if self.has_pos and self.has_time:
+            self.nbw = _next_pow2(self.NB + 1 if self.nb_clamp else 31)
+            columns = torch.arange(self.nbw, device=device).clamp(max=self.NB)
+            self.w_bias = (self.w_pos2[:, None] + self.w_time2[columns][None, :]).contiguous()
+        else:
+            self.nbw, self.w_bias = 0, self.w_pos2
         self.scale = call.resolved_scale
         self.qk_scale = self.scale * LOG2E
         self.upcast = self.interpret and q.dtype == torch.bfloat16
@@ -161,7 +170,7 @@ class _Run:
                     **ints)
         consts.update(DH=self.DH, DV=self.DV, BLOCK=self.block, BDH=self.bdh, BDV=self.bdv,
                       HAS_POS=self.has_pos, TS_MODE=self.ts_mode,
-                      POS_CLAMP=self.pos_clamp, NB_CLAMP=self.nb_clamp, UPCAST=self.upcast, IEEE=self.ieee,
+                      POS_CLAMP=self.pos_clamp, NB_CLAMP=self.nb_clamp, NBW=self.nbw, UPCAST=self.upcast, IEEE=self.ieee,
                       INTERP=self.interpret)
         return args, consts, program_grid(pl.num_blocks, self.H)
 
@@ -181,7 +190,7 @@ class _Run:
             args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_fwd_{pl.name}"):
                 self.mod.attn_fwd[grid](
-                    q, k, v, out, acc, lse, self.offs, self.nt, self.ts, self.w_pos2, self.w_time2,
+                    q, k, v, out, acc, lse, self.offs, self.nt, self.ts, self.w_bias, self.w_time2,
                     pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     out.stride(0), out.stride(1),
@@ -219,7 +228,7 @@ class _Run:
             args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_bwd_dq_{pl.name}"):
                 self.mod.attn_bwd_dq[grid](
-                    q, k, v, do, lse, delta, dq, self.offs, self.nt, self.ts, self.w_pos2, self.w_time2,
+                    q, k, v, do, lse, delta, dq, self.offs, self.nt, self.ts, self.w_bias, self.w_time2,
                     dpos, dtime, fxp, pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), scale=self.scale,
@@ -228,7 +237,7 @@ class _Run:
             args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_bwd_dkdv_{pl.name}"):
                 self.mod.attn_bwd_dkdv[grid](
-                    q, k, v, do, lse, delta, dk, dv, self.offs, self.nt, self.ts, self.w_pos2, self.w_time2,
+                    q, k, v, do, lse, delta, dk, dv, self.offs, self.nt, self.ts, self.w_bias, self.w_time2,
                     pl.blk_seq, pl.blk_start, pl.q_ptr, pl.q_idx, pl.q_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),

@@ -223,13 +223,6 @@ def _bucket(dt, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.co
 
 
 @triton.jit
-def _time_bias(ts_i, ts_j, W_TIME, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
-    """(w_time[bucket], bucket) of every pair [rows, cols]."""
-    bk = _bucket(ts_i[:, None] - ts_j[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
-    return tl.load(W_TIME + bk.to(tl.uint32)), bk
-
-
-@triton.jit
 def _bucket_range(ts_i, ts_j, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
     """(lowest, highest) bucket a tile's pairs can fall in, from the rows' and columns' extreme
     timestamps (the bucket grows with |dt|): per tile, not per element."""
@@ -287,30 +280,50 @@ def _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS
 
 
 @triton.jit
-def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
-               FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
-               NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
-    """The bias of a tile [rows, cols] in base 2 (tables pre-scaled) and its time buckets."""
-    bias = tl.full([ROWS, COLS], 0.0, tl.float32)
-    bk = tl.full([ROWS, COLS], 0, tl.int32)
-    if HAS_POS:
-        if FULL:
-            bias += tl.load(W_POS + _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP))
-        else:
-            bias += tl.load(W_POS + _general_pos_index(pos_i, j_loc, P, POS_CLAMP))
+def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, NB, NBW: tl.constexpr, HAS_POS: tl.constexpr,
+                 TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
+    """(bias, time bucket) of pairs with w_pos indices ``pos_idx`` and timestamps ``ts_a[:, None]``,
+    ``ts_b[None, :]``. With both terms (NBW > 0) ``W_POS`` is the joint table
+    ``w_pos[r] + w_time[b]`` of rows of NBW entries: one gather per pair instead of two loads and
+    an add."""
     if TS_MODE != 0:
-        tb, bk = _time_bias(ts_i, ts_j, W_TIME, NB, TS_MODE, NB_CLAMP, INTERP)
-        bias += tb
+        bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
+        if HAS_POS:
+            bias = tl.load(W_POS + (pos_idx * NBW + bk))
+        else:
+            bias = tl.load(W_TIME + bk.to(tl.uint32))
+    else:
+        bk = (pos_idx * 0).to(tl.int32)
+        if HAS_POS:
+            bias = tl.load(W_POS + pos_idx)
+        else:
+            bias = bk.to(tl.float32)
     return bias, bk
 
 
 @triton.jit
-def _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr):
+def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
+               FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
+               NB_CLAMP: tl.constexpr, NBW: tl.constexpr, INTERP: tl.constexpr):
+    """The bias of a tile [rows, cols] in base 2 (tables pre-scaled) and its time buckets."""
+    if FULL:
+        pos_idx = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
+    else:
+        pos_idx = _general_pos_index(pos_i, j_loc, P, POS_CLAMP)
+    return _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, NBW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+
+
+@triton.jit
+def _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr,
+                NBW: tl.constexpr):
     """A target's score with itself (base 2): q_i . k_i * scale + w_pos[P-1] + w_time[0]."""
     s = _sum(q.to(tl.float32) * k_self.to(tl.float32), axis=1) * qk_scale
     if HAS_POS:
-        s += tl.load(W_POS + P - 1)
-    if TS_MODE != 0:
+        if TS_MODE != 0:
+            s += tl.load(W_POS + (P - 1) * NBW)
+        else:
+            s += tl.load(W_POS + P - 1)
+    elif TS_MODE != 0:
         s += tl.load(W_TIME)
     return s
 
@@ -401,14 +414,14 @@ def _fwd_update(st, H, K, V, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_,
 @triton.jit
 def _fwd_self(st, H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, P,
               qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr,
-              EVEN_HEADS: tl.constexpr):
+              NBW: tl.constexpr, EVEN_HEADS: tl.constexpr):
     """Target rows attend to themselves."""
     h, q, acc, m_i, l_i = st
     k_self = tl.load(K + rows[:, None] * stride_kt + h * stride_kh + dq_[None, :],
                      mask=is_t[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS), other=0.0)
     v_self = tl.load(V + rows[:, None] * stride_vt + h * stride_vh + dv_[None, :],
                      mask=is_t[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS), other=0.0)
-    s_self = tl.where(is_t, _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE), float("-inf"))
+    s_self = tl.where(is_t, _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, NBW), float("-inf"))
     m_new = tl.maximum(m_i, s_self)
     m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
     alpha = tl.math.exp2(m_i - m_sub)
@@ -449,7 +462,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
              GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
              TS_MODE: tl.constexpr,
              PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, STORE_ACC: tl.constexpr,
-             POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+             POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
              INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
@@ -479,7 +492,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
         bias, _bk = _tile_bias(_block_delta(start, kb * BLOCK, n, R_DIL, PASS_B), mult, pos_i, j_loc, ts_i, ts_j,
-                               W_POS, W_TIME, P, NB, BLOCK, BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, INTERP)
+                               W_POS, W_TIME, P, NB, BLOCK, BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         for i in tl.static_range(G):
@@ -493,7 +506,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
         bias, _bk = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                               False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, INTERP)
+                               False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -505,7 +518,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         is_t = row_ok & (i_loc >= n)
         for i in tl.static_range(G):
             st = _fwd_self(states[i], H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh,
-                           dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, EVEN_HEADS)
+                           dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
     for i in tl.static_range(G):
         _fwd_store(states[i], H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, stride_oh, dv_, DV, STORE_ACC,
@@ -569,14 +582,14 @@ def _dq_update(st, ds_sum, H, K, V, koff, voff, col_ok, stride_kh, stride_vh, dq
 @triton.jit
 def _dq_self(st, ds_tot, H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, P,
              qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr,
-             EVEN_HEADS: tl.constexpr):
+             NBW: tl.constexpr, EVEN_HEADS: tl.constexpr):
     """Target rows against themselves; ds_tot collects the group's total (its bias entries)."""
     h, q, do, lse, delta, dq = st
     k_self = tl.load(K + rows[:, None] * stride_kt + h * stride_kh + dq_[None, :],
                      mask=is_t[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS), other=0.0)
     v_self = tl.load(V + rows[:, None] * stride_vt + h * stride_vh + dv_[None, :],
                      mask=is_t[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS), other=0.0)
-    s_self = _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE)
+    s_self = _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, NBW)
     p_self = tl.where(is_t, tl.math.exp2(s_self - lse), 0.0)
     dp_self = _sum(do.to(tl.float32) * v_self.to(tl.float32), axis=1)
     ds_self = p_self * (dp_self - delta)
@@ -612,7 +625,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                 HAS_POS: tl.constexpr,
                 TS_MODE: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr,
                 ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, FIXED_POINT: tl.constexpr,
-                POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
                 INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
@@ -645,7 +658,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
         bias, bk = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                              True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, INTERP)
+                              True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
@@ -664,7 +677,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
         bias, bk = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                              False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, INTERP)
+                              False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -682,7 +695,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         ds_tot = tl.full([BLOCK], 0.0, tl.float32)
         for i in tl.static_range(G):
             st, ds_tot = _dq_self(states[i], ds_tot, H, K, V, W_POS, W_TIME, rows, is_tgt, stride_kt, stride_kh,
-                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, EVEN_HEADS)
+                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
         total = _sum(ds_tot, axis=0)
         if POS_GRAD:
@@ -737,7 +750,7 @@ def _kv_update(st, H, Q, DO, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh
 @triton.jit
 def _kv_self(st, H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, stride_qh, stride_dot, stride_doh,
              dq_, dv_, P, qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr,
-             TS_MODE: tl.constexpr, EVEN_HEADS: tl.constexpr):
+             TS_MODE: tl.constexpr, NBW: tl.constexpr, EVEN_HEADS: tl.constexpr):
     """Target keys are seen only by themselves."""
     h, k, v, dk, dv = st
     hok = is_t
@@ -749,7 +762,7 @@ def _kv_self(st, H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, 
                   mask=hok[:, None] & (dv_[None, :] < DV), other=0.0)
     lse_s = tl.load(LSE + h.to(tl.int64) * T + cols, mask=hok, other=float("inf"))
     delta_s = tl.load(DELTA + h.to(tl.int64) * T + cols, mask=hok, other=0.0)
-    s_self = _self_score(qs, k, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE)
+    s_self = _self_score(qs, k, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, NBW)
     p_self = tl.where(hok, tl.math.exp2(s_self - lse_s), 0.0)
     dv += p_self[:, None] * dos.to(tl.float32)
     dp_self = _sum(dos.to(tl.float32) * v.to(tl.float32), axis=1)
@@ -789,7 +802,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
                   GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
                   TS_MODE: tl.constexpr,
                   PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr,
-                  POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                  POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
                   INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
@@ -823,13 +836,9 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         rows = s0 + i_loc
         ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
         # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
-        biasT = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
-        if HAS_POS:
-            biasT += tl.load(W_POS + _toeplitz_index(_block_delta(qb * BLOCK, start, n, R_DIL, PASS_B), mult, P, BLOCK,
-                                                     BLOCK, True, POS_CLAMP))
-        if TS_MODE != 0:
-            tb, _bk = _time_bias(ts_j, ts_i, W_TIME, NB, TS_MODE, NB_CLAMP, INTERP)
-            biasT += tb
+        posT = _toeplitz_index(_block_delta(qb * BLOCK, start, n, R_DIL, PASS_B), mult, P, BLOCK, BLOCK, True,
+                               POS_CLAMP)
+        biasT, _bk = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, NBW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
         Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
         DOt, dooff = _tile_base(DO, s0, qb * BLOCK, i_loc, stride_dot, dooff0, dv_, PASS_B)
         for i in tl.static_range(G):
@@ -845,15 +854,11 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         rows = s0 + i_loc
         ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
         pos_i = tl.minimum(i_loc, n)
-        biasT = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
-        if HAS_POS:
-            relT = pos_i[None, :] - j_loc[:, None]
-            if POS_CLAMP:
-                relT = tl.minimum(tl.maximum(relT, -(P - 1)), P - 1)
-            biasT += tl.load(W_POS + relT + (P - 1))
-        if TS_MODE != 0:
-            tb, _bk = _time_bias(ts_j, ts_i, W_TIME, NB, TS_MODE, NB_CLAMP, INTERP)
-            biasT += tb
+        relT = pos_i[None, :] - j_loc[:, None]
+        if POS_CLAMP:
+            relT = tl.minimum(tl.maximum(relT, -(P - 1)), P - 1)
+        biasT, _bk = _bias_lookup(relT + (P - 1), ts_j, ts_i, W_POS, W_TIME, NB, NBW, HAS_POS, TS_MODE, NB_CLAMP,
+                                  INTERP)
         okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
                                   HAS_WINDOW))
         Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
@@ -866,7 +871,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         is_t = key_ok & (j_loc >= n)
         for i in tl.static_range(G):
             st = _kv_self(states[i], H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, stride_qh,
-                          stride_dot, stride_doh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, EVEN_HEADS)
+                          stride_dot, stride_doh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
     for i in tl.static_range(G):
         _kv_store(states[i], H, DK, DVAL, cols, key_ok, scale, stride_dkt, stride_dkh, stride_dvt, stride_dvh, dq_,
