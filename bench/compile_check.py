@@ -341,7 +341,10 @@ def main(argv=None) -> int:
                                              config=v.config_name, registers=v.registers, stack_bytes=v.stack_bytes,
                                              loops=[dict(label=r.label, instructions=r.instructions, tensor=r.tensor,
                                                          classes=r.classes, nested=r.nested,
-                                                         other_per_kflop=r.other_per_kflop) for r in v.loops])
+                                                         other_per_kflop=r.other_per_kflop,
+                                                         tc_issued_over_needed=v.duplication(r),
+                                                         other_per_needed_kflop=v.figure(r)) for r in v.loops],
+                                             useful_flop=v.useful_flop)
                                         for v in rep["ours"] + rep["yardstick"]]}, f, indent=2)
         return 0
     rows = []

@@ -40,6 +40,26 @@ class Variant:
     stack_bytes: int
     loops: List[sass.LoopReport] = field(default_factory=list)
     cubin: Optional[str] = None
+    # tensor-core FLOP one loop iteration needs for the whole program (its tile: rows x columns
+    # x head dims x matmuls x heads); the instructions' own FLOP count it more than once where the
+    # compiler computes a product in two warpgroups (a 64-row tile at 8 warps: each warpgroup
+    # needs all of P / dS as the register operand of its half of the next matmul)
+    useful_flop: Optional[float] = None
+
+    @property
+    def warps(self) -> int:
+        return int(self.config.get("num_warps") or 4)
+
+    def useful_per_warp(self, loop: sass.LoopReport) -> float:
+        return self.useful_flop / self.warps if self.useful_flop else loop.flop_per_warp
+
+    def duplication(self, loop: sass.LoopReport) -> float:
+        """Tensor-core work issued over the work the tile needs (1.0: none repeated)."""
+        return loop.flop_per_warp / self.useful_per_warp(loop)
+
+    def figure(self, loop: sass.LoopReport) -> float:
+        """Non-tensor-core instructions per kFLOP of the tile's useful tensor-core work."""
+        return loop.other / (self.useful_per_warp(loop) / 1e3)
 
     @property
     def role(self) -> str:
@@ -47,11 +67,11 @@ class Variant:
 
     @property
     def best(self) -> Optional[sass.LoopReport]:
-        return min(self.loops, key=lambda r: r.other_per_kflop) if self.loops else None
+        return min(self.loops, key=self.figure) if self.loops else None
 
     @property
     def worst(self) -> Optional[sass.LoopReport]:
-        return max(self.loops, key=lambda r: r.other_per_kflop) if self.loops else None
+        return max(self.loops, key=self.figure) if self.loops else None
 
     @property
     def config_name(self) -> str:
@@ -65,6 +85,13 @@ def _name(kernel: str, pass_name: str, case: Case, config: dict) -> str:
              f"w{config.get('num_warps')}", f"s{config.get('num_stages')}"]
     parts += [f"{k.lower()}{v}" for k, v in sorted(config.items()) if k.startswith(("BLOCK", "HEAD", "GROUP"))]
     return "-".join(str(p) for p in parts)
+
+
+def useful_flop(role: str, rows: int, cols: int, dh: int, dv: int, heads: int = 1) -> float:
+    """Tensor-core FLOP of one [rows, cols] tile for ``heads`` heads: forward S = q k^T and P v;
+    dq adds dP = dO v^T and dS k; dk/dv: S^T, dP^T, P^T dO and dS^T q."""
+    dims = {"fwd": dh + dv, "dq": dh + dv + dh, "dkdv": 2 * dh + 2 * dv}[role]
+    return 2.0 * rows * cols * dims * heads
 
 
 def _analyse(kernel, source: str, name: str, pass_name: str, config: dict, cubin_dir: Optional[str]) -> Variant:
@@ -96,7 +123,7 @@ def time_bucket_iterations(launch) -> Tuple[float, float]:
 
     a = {**dict(zip(launch.fn.arg_names, launch.args)), **launch.kwargs}
     kw = a
-    if kw.get("PASS_B") or not kw.get("TIME_GRAD") or kw.get("TS_MODE") != 1:
+    if kw.get("PASS_B") or not kw.get("TIME_GRAD") or kw.get("TS_MODE") != 1 or kw.get("NBW"):
         return 1.0, 1.0
     block, nb = kw["BLOCK"], a["NB"]
     ts = a["TS"].cpu().numpy().astype(np.int64)
@@ -141,6 +168,9 @@ def ours(case: Case, arch: int = 90, cubin_dir: Optional[str] = None, module=Non
             kernel = jit_compile(launch.fn, launch.args, launch.bind(config), arch)
             v = _analyse(kernel, "ours", _name(launch.kernel, launch.pass_name, case, config), launch.pass_name,
                          config, cubin_dir)
+            if v.role in MATMULS_PER_PAIR:
+                b = launch.bind(config)
+                v.useful_flop = useful_flop(v.role, b["BLOCK"], b["BLOCK"], b["DH"], b["DV"], b["G"])
             if launch.kernel == "attn_bwd_dq" and v.loops:
                 # the full-tile loop comes first in the kernel, the masked one second
                 for loop, trips in zip(v.loops, time_bucket_iterations(launch)):
@@ -159,7 +189,9 @@ def yardstick(arch: int = 90, cubin_dir: Optional[str] = None, head_dim: int = 6
         for cfg in configs:
             kernel = jit_compile(fn, args, {**kw, **cfg}, arch)
             name = _name(fn.__name__, "-", case, cfg)
-            out.append(_analyse(kernel, "yardstick", name, "-", cfg, cubin_dir))
+            v = _analyse(kernel, "yardstick", name, "-", cfg, cubin_dir)
+            v.useful_flop = useful_flop(v.role, cfg["BLOCK_M"], cfg["BLOCK_N"], head_dim, head_dim)
+            out.append(v)
     return out
 
 
@@ -171,8 +203,8 @@ def best_variants(variants: List[Variant]) -> Dict[str, Variant]:
         if v.best is None or v.pass_name == "B":
             continue
         cur = best.get(v.role)
-        key = (v.stack_bytes > 0, v.best.other_per_kflop)
-        if cur is None or key < (cur.stack_bytes > 0, cur.best.other_per_kflop):
+        key = (v.stack_bytes > 0, v.figure(v.best))
+        if cur is None or key < (cur.stack_bytes > 0, cur.figure(cur.best)):
             best[v.role] = v
     return best
 
@@ -181,11 +213,11 @@ def figures(best: Dict[str, Variant]) -> Dict[str, float]:
     """forward and backward non-tensor-core instructions per tensor-core kFLOP."""
     out = {}
     if "fwd" in best:
-        out["forward"] = best["fwd"].best.other_per_kflop
+        out["forward"] = best["fwd"].figure(best["fwd"].best)
     if "dq" in best and "dkdv" in best:
         w_dq, w_kv = MATMULS_PER_PAIR["dq"], MATMULS_PER_PAIR["dkdv"]
-        out["backward"] = (w_dq * best["dq"].best.other_per_kflop + w_kv * best["dkdv"].best.other_per_kflop) / (
-            w_dq + w_kv)
+        dq, kv = best["dq"], best["dkdv"]
+        out["backward"] = (w_dq * dq.figure(dq.best) + w_kv * kv.figure(kv.best)) / (w_dq + w_kv)
     return out
 
 
@@ -213,8 +245,8 @@ def format_report(rep: dict) -> str:
     lines = [f"Hot loops, sm_90, JIT-specialised: {c.dtype}, dh={c.head_dim}, H={c.heads}, pattern {c.pattern.name}, "
              f"lengths {list(c.lengths)}, targets {list(c.targets)}; per warp and loop iteration.", "",
              "| source | kernel | pass | config | regs | stack B | loop | instr | TC | " + " | ".join(CLASS_COLUMNS)
-             + " | non-TC per kFLOP |",
-             "|---|---|---|---|---:|---:|---|---:|---:|" + "---:|" * len(CLASS_COLUMNS) + "---:|"]
+             + " | non-TC per issued TC kFLOP | TC issued / needed | non-TC per needed kFLOP |",
+             "|---|---|---|---|---:|---:|---|---:|---:|" + "---:|" * len(CLASS_COLUMNS) + "---:|---:|---:|"]
     for v in rep["ours"] + rep["yardstick"]:
         for loop in v.loops:
             nested = "".join(f" (+{n} x {loop.inner_iterations:.1f} inner iterations)" if t == 0 else f" (+inner {n})"
@@ -222,7 +254,7 @@ def format_report(rep: dict) -> str:
             cls = " | ".join(str(loop.classes.get(k, 0)) for k in CLASS_COLUMNS)
             lines.append(f"| {v.source} | {v.kernel} | {v.pass_name} | {v.config_name} | {v.registers} | "
                          f"{v.stack_bytes} | {loop.label}{nested} | {loop.instructions} | {loop.tensor} | {cls} | "
-                         f"{loop.other_per_kflop:.2f} |")
+                         f"{loop.other_per_kflop:.2f} | {v.duplication(loop):.2f} | {v.figure(loop):.2f} |")
     lines += ["", "| figure | ours | yardstick | ratio | target |", "|---|---:|---:|---:|---:|"]
     for what, s in rep["summary"].items():
         lines.append(f"| {what} | {s['ours']:.2f} | {s['yardstick']:.2f} | **{s['ratio']:.2f}x** | "
@@ -232,7 +264,8 @@ def format_report(rep: dict) -> str:
             v = rep["best_ours"][role]
             w = v.worst
             lines.append(f"\nbest {role} config: {v.kernel}/{v.config_name}, steady-state loop "
-                         f"{v.best.other_per_kflop:.2f}/kFLOP, masked loop {w.other_per_kflop:.2f}/kFLOP, "
+                         f"{v.figure(v.best):.2f}/kFLOP, masked loop {v.figure(w):.2f}/kFLOP, "
+                         f"tensor-core work issued {v.duplication(v.best):.2f}x what the tile needs, "
                          f"{v.registers} registers, {v.stack_bytes} B stack")
     sp = rep["spilling_configs"]
     lines.append(f"\nconfigs with local-memory spills: {', '.join(sp) if sp else 'none'}")

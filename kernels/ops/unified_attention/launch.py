@@ -219,8 +219,11 @@ class _Run:
         time_grad = need_w_time and self.has_time
         fixed = _BIAS_GRAD_MODE == "fixed"
         grad_dtype = torch.int64 if fixed else torch.float32
-        dpos = torch.zeros(self.w_pos2.numel() if pos_grad else 1, dtype=grad_dtype, device=dev)
-        dtime = torch.zeros(self.w_time2.numel() if time_grad else 1, dtype=grad_dtype, device=dev)
+        joint = self.nbw > 0 and (pos_grad or time_grad)
+        # with both tables the dq kernel accumulates the joint table's gradient (one atomic per pair)
+        dpos = torch.zeros(self.w_bias.numel() if joint else (self.w_pos2.numel() if pos_grad else 1),
+                           dtype=grad_dtype, device=dev)
+        dtime = torch.zeros(self.w_time2.numel() if time_grad and not joint else 1, dtype=grad_dtype, device=dev)
         fxp = _fixed_point_scale(v, do) if fixed else torch.ones(1, dtype=torch.float32, device=dev)
         for i, pl in enumerate(passes):
             if pl.num_blocks == 0:
@@ -242,6 +245,12 @@ class _Run:
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                     scale=self.scale, ACCUM=i > 0, **args, **consts)
+        if joint:  # rows are relative positions, columns time buckets (those past NB are never hit)
+            grid2 = dpos.view(-1, self.nbw)
+            buckets = min(self.nbw, self.NB + 1)
+            dpos = grid2.sum(1)
+            dtime = torch.zeros(self.NB + 1, dtype=grad_dtype, device=dev)
+            dtime[:buckets] = grid2.sum(0)[:buckets]
         dwp = q.new_empty((0,)) if not pos_grad else _from_accumulator(dpos, fxp, self.w_pos_dtype)
         dwt = q.new_empty((0,)) if not time_grad else _from_accumulator(dtime, fxp, self.w_time_dtype)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt

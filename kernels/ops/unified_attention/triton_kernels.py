@@ -41,12 +41,15 @@ MAX_GROUP = 16
 # Autotune spaces per kernel: (warps, stages, accumulator columns per program). A program carries
 # G = GROUP_COLS // (its per-head columns) heads (at least 1, at most H). Every entry compiles
 # without local-memory spills for bf16 / fp16, dh = dv = 64 (python -m bench.compile_check
-# --hot-loop): 4-warp variants of these kernels spill (every [64, 64] tile takes 32 registers a
-# thread at 4 warps, 16 at 8), and so do more columns.
+# --hot-loop). A 64-row tile at 8 warps computes S (and dP) in both warpgroups: each needs all of
+# P / dS as the register operand of its half of the next matmul (1.5x the forward's tensor-core
+# work, 1.67x dq's); 4 warps do not repeat it but hold every [64, 64] tile at 32 registers a
+# thread, so only one head per program fits there (two heads: 56 B of stack in the forward,
+# outside the loops; dq spills at 4 warps). The GPU autotuner picks among these by time.
 _SPACES = {
-    "fwd": [(8, 2, 128), (8, 2, 64)],
-    "dq": [(8, 2, 64), (8, 3, 64)],
-    "dkdv": [(8, 2, 128), (8, 3, 128)],
+    "fwd": [(4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128), (8, 2, 64)],
+    "dq": [(8, 2, 64)],
+    "dkdv": [(4, 1, 128), (8, 2, 128), (8, 3, 128)],
 }
 
 
@@ -305,12 +308,32 @@ def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, NB, NBW: tl.constexpr, HAS_
 def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
                FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
                NB_CLAMP: tl.constexpr, NBW: tl.constexpr, INTERP: tl.constexpr):
-    """The bias of a tile [rows, cols] in base 2 (tables pre-scaled) and its time buckets."""
+    """(bias, time bucket, w_pos index) of a tile [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
         pos_idx = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
     else:
         pos_idx = _general_pos_index(pos_i, j_loc, P, POS_CLAMP)
-    return _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, NBW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+    bias, bk = _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, NBW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+    return bias, bk, pos_idx
+
+
+@triton.jit
+def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ok, ts_i, ts_j, fxp, NB, NBW: tl.constexpr, NBP: tl.constexpr,
+                    POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr,
+                    FIXED_POINT: tl.constexpr, INTERP: tl.constexpr):
+    """A tile's dS (summed over the group's heads) into the bias-table gradients. With both tables
+    (NBW > 0) one atomic per pair into the joint table's gradient [2P-1, NBW], whose row sums are
+    the w_pos gradient and column sums the w_time gradient (the launcher reduces it); otherwise
+    w_pos per pair and w_time per bucket present into ``acc_t``."""
+    if NBW > 0:
+        if POS_GRAD or TIME_GRAD:
+            _grad_add(DPOS, pos_idx * NBW + bk, ds, ok, fxp, FIXED_POINT)
+    else:
+        if POS_GRAD:
+            _grad_add(DPOS, pos_idx, ds, ok, fxp, FIXED_POINT)
+        if TIME_GRAD:
+            acc_t = _time_grad_tile(acc_t, ds, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
+    return acc_t
 
 
 @triton.jit
@@ -491,7 +514,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
-        bias, _bk = _tile_bias(_block_delta(start, kb * BLOCK, n, R_DIL, PASS_B), mult, pos_i, j_loc, ts_i, ts_j,
+        bias, _bk, _pidx = _tile_bias(_block_delta(start, kb * BLOCK, n, R_DIL, PASS_B), mult, pos_i, j_loc, ts_i, ts_j,
                                W_POS, W_TIME, P, NB, BLOCK, BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -505,7 +528,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
-        bias, _bk = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+        bias, _bk, _pidx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
                                False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
@@ -657,7 +680,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
-        bias, bk = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+        bias, bk, pos_idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
                               True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -666,17 +689,14 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
                                     bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        if POS_GRAD:
-            _grad_add(DPOS, _toeplitz_index(delta_pos, mult, P, BLOCK, BLOCK, False, POS_CLAMP), ds_sum,
-                      ds_sum == ds_sum, fxp, FIXED_POINT)
-        if TIME_GRAD:
-            acc_t = _time_grad_tile(acc_t, ds_sum, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ds_sum == ds_sum, ts_i, ts_j, fxp, NB, NBW, NBP,
+                                POS_GRAD, TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     for e in range(e_full, e_hi):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
-        bias, bk = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+        bias, bk, pos_idx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
                               False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
@@ -686,10 +706,8 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_,
                                     bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        if POS_GRAD:
-            _grad_add(DPOS, _general_pos_index(pos_i, j_loc, P, POS_CLAMP), ds_sum, ok, fxp, FIXED_POINT)
-        if TIME_GRAD:
-            acc_t = _time_grad_tile(acc_t, ds_sum, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ok, ts_i, ts_j, fxp, NB, NBW, NBP, POS_GRAD,
+                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     if not PASS_B:  # targets: their own diagonal (relative position 0, time bucket 0)
         is_tgt = row_ok & (i_loc >= n)
         ds_tot = tl.full([BLOCK], 0.0, tl.float32)
@@ -698,13 +716,17 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                                   stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
         total = _sum(ds_tot, axis=0)
-        if POS_GRAD:
-            _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
-        if TIME_GRAD:
-            acc_t += tl.where(tl.arange(0, NBP) == 0, total, 0.0)
+        if NBW > 0:
+            if POS_GRAD or TIME_GRAD:
+                _grad_add(DPOS, (P - 1) * NBW, total, total == total, fxp, FIXED_POINT)
+        else:
+            if POS_GRAD:
+                _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
+            if TIME_GRAD:
+                acc_t += tl.where(tl.arange(0, NBP) == 0, total, 0.0)
     for i in tl.static_range(G):
         _dq_store(states[i], H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
-    if TIME_GRAD:
+    if TIME_GRAD and NBW == 0:
         ids = tl.arange(0, NBP)
         _grad_add(DTIME, ids, acc_t, ids <= NB, fxp, FIXED_POINT)
 
