@@ -324,7 +324,9 @@ def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ok, ts_i, ts_j, fxp, NB, NBW: 
     """A tile's dS (summed over the group's heads) into the bias-table gradients. With both tables
     (NBW > 0) one atomic per pair into the joint table's gradient [2P-1, NBW], whose row sums are
     the w_pos gradient and column sums the w_time gradient (the launcher reduces it); otherwise
-    w_pos per pair and w_time per bucket present into ``acc_t``."""
+    w_pos per pair and w_time per bucket present into ``acc_t``. ``ok`` is None for a full tile.
+    A NaN dS adds nothing (as a masked pair): in int64 fixed point it would add garbage."""
+    ds = tl.where(ds == ds, ds, 0.0)
     if NBW > 0:
         if POS_GRAD or TIME_GRAD:
             _grad_add(DPOS, pos_idx * NBW + bk, ds, ok, fxp, FIXED_POINT)
@@ -485,7 +487,8 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
              GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
              TS_MODE: tl.constexpr,
              PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, STORE_ACC: tl.constexpr,
-             POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+             POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
+             NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
              INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
@@ -514,8 +517,9 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
-        bias, _bk, _pidx = _tile_bias(_block_delta(start, kb * BLOCK, n, R_DIL, PASS_B), mult, pos_i, j_loc, ts_i, ts_j,
-                               W_POS, W_TIME, P, NB, BLOCK, BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+        delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
+        bias, _bk, _pidx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+                                      True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         for i in tl.static_range(G):
@@ -529,7 +533,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
         bias, _bk, _pidx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                               False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+                                      False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -648,7 +652,8 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                 HAS_POS: tl.constexpr,
                 TS_MODE: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr,
                 ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, FIXED_POINT: tl.constexpr,
-                POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
+                NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
                 INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
@@ -680,8 +685,8 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
-        bias, bk, pos_idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                              True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+        bias, bk, pos_idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
+                                       BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
@@ -689,15 +694,15 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
                                     bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ds_sum == ds_sum, ts_i, ts_j, fxp, NB, NBW, NBP,
-                                POS_GRAD, TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, None, ts_i, ts_j, fxp, NB, NBW, NBP, POS_GRAD,
+                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     for e in range(e_full, e_hi):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
         bias, bk, pos_idx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                              False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+                                       False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -713,7 +718,8 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         ds_tot = tl.full([BLOCK], 0.0, tl.float32)
         for i in tl.static_range(G):
             st, ds_tot = _dq_self(states[i], ds_tot, H, K, V, W_POS, W_TIME, rows, is_tgt, stride_kt, stride_kh,
-                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
+                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW,
+                                  EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
         total = _sum(ds_tot, axis=0)
         if NBW > 0:
@@ -824,7 +830,8 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
                   GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
                   TS_MODE: tl.constexpr,
                   PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr,
-                  POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr, NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                  POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
+                  NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
                   INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
