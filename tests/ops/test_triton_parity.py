@@ -225,3 +225,19 @@ def test_compiles_without_graph_breaks():
     g1 = torch.autograd.grad(out.sum(), x)[0]
     g2 = torch.autograd.grad(fn(x).sum(), x)[0]
     torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("ts_float", [False, True])
+def test_separate_bias_tables_when_the_joint_table_is_too_large(device, ts_float, monkeypatch):
+    """Both bias terms normally come from one joint table w_pos[r] + w_time[b]; past
+    ``JOINT_TABLE_MAX_ENTRIES`` the kernels read the two tables (and accumulate their gradients
+    separately, w_time per bucket present): the same answers, dense and sparse."""
+    from suan_kernels.ops.unified_attention import launch
+
+    inputs = make_inputs([45, 20, 1], [2, 5, 1], heads=2, device=device, requires_grad=True, ts_float=ts_float)
+    assert launch._Run(as_call(inputs, AttentionPattern())).nbw > 0  # the default: the joint table
+    monkeypatch.setattr(launch, "JOINT_TABLE_MAX_ENTRIES", 0)
+    assert launch._Run(as_call(inputs, AttentionPattern())).nbw == 0
+    run_parity(inputs, torch.float32)
+    run_parity(inputs, torch.float32, AttentionPattern(window=6, dilation=4, num_global=2))

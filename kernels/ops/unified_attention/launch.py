@@ -28,6 +28,10 @@ _MODULE_LOCK = threading.Lock()
 _BIAS_GRAD_MODE = os.environ.get("SUAN_BIAS_GRAD", "fixed")
 INTERPRET_BLOCK = 16
 LOG2E = 1.4426950408889634
+# the joint bias table w_pos[r] + w_time[b] (and its int64 gradient) is used up to this many
+# entries (16 MiB of float32): beyond it, e.g. float timestamps with many buckets and a long
+# position table, the kernels read the two tables
+JOINT_TABLE_MAX_ENTRIES = 1 << 22
 
 
 def set_bias_grad_mode(mode: str) -> None:
@@ -139,8 +143,9 @@ class _Run:
         # with both terms the kernels gather from one joint table w_pos[r] + w_time[b], [2P-1, NBW]
         # (row-major, NBW = the buckets reachable, rounded up to a power of two): one load per pair
         # instead of two loads and an add (sums in float32, as the kernels would form them)
-        if self.has_pos and self.has_time:
-            self.nbw = _next_pow2(self.NB + 1 if self.nb_clamp else 31)
+        nbw = _next_pow2(self.NB + 1 if self.nb_clamp else 31)
+        if self.has_pos and self.has_time and self.w_pos2.numel() * nbw <= JOINT_TABLE_MAX_ENTRIES:
+            self.nbw = nbw
             columns = torch.arange(self.nbw, device=device).clamp(max=self.NB)
             self.w_bias = (self.w_pos2[:, None] + self.w_time2[columns][None, :]).contiguous()
         else:

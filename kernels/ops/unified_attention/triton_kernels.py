@@ -286,13 +286,16 @@ def _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS
 def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, NB, NBW: tl.constexpr, HAS_POS: tl.constexpr,
                  TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
     """(bias, time bucket) of pairs with w_pos indices ``pos_idx`` and timestamps ``ts_a[:, None]``,
-    ``ts_b[None, :]``. With both terms (NBW > 0) ``W_POS`` is the joint table
+    ``ts_b[None, :]``. With NBW > 0 (both terms) ``W_POS`` is the joint table
     ``w_pos[r] + w_time[b]`` of rows of NBW entries: one gather per pair instead of two loads and
-    an add."""
+    an add; NBW = 0 with both terms (a joint table too large) reads the two tables."""
     if TS_MODE != 0:
         bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
         if HAS_POS:
-            bias = tl.load(W_POS + (pos_idx * NBW + bk))
+            if NBW > 0:
+                bias = tl.load(W_POS + (pos_idx * NBW + bk))
+            else:
+                bias = tl.load(W_POS + pos_idx) + tl.load(W_TIME + bk.to(tl.uint32))
         else:
             bias = tl.load(W_TIME + bk.to(tl.uint32))
     else:
@@ -343,13 +346,13 @@ def _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS: tl.constexpr, TS
                 NBW: tl.constexpr):
     """A target's score with itself (base 2): q_i . k_i * scale + w_pos[P-1] + w_time[0]."""
     s = _sum(q.to(tl.float32) * k_self.to(tl.float32), axis=1) * qk_scale
-    if HAS_POS:
-        if TS_MODE != 0:
-            s += tl.load(W_POS + (P - 1) * NBW)
-        else:
+    if HAS_POS and TS_MODE != 0 and NBW > 0:
+        s += tl.load(W_POS + (P - 1) * NBW)
+    else:
+        if HAS_POS:
             s += tl.load(W_POS + P - 1)
-    elif TS_MODE != 0:
-        s += tl.load(W_TIME)
+        if TS_MODE != 0:
+            s += tl.load(W_TIME)
     return s
 
 
