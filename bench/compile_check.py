@@ -82,7 +82,11 @@ class Launch:
         from triton.runtime.autotuner import Autotuner
 
         if isinstance(self.autotuner, Autotuner):
-            return self.autotuner.configs
+            configs = self.autotuner.configs
+            if self.autotuner.early_config_prune:  # what the autotuner would try for these arguments
+                configs = self.autotuner.early_config_prune(configs, {**dict(zip(self.fn.arg_names, self.args)),
+                                                                      **self.kwargs})
+            return configs
         return [triton.Config({}, num_warps=4, num_stages=2)]
 
     def bind(self, config: Optional[dict] = None) -> dict:

@@ -241,3 +241,20 @@ def test_separate_bias_tables_when_the_joint_table_is_too_large(device, ts_float
     assert launch._Run(as_call(inputs, AttentionPattern())).nbw == 0
     run_parity(inputs, torch.float32)
     run_parity(inputs, torch.float32, AttentionPattern(window=6, dilation=4, num_global=2))
+
+
+def test_float32_and_sparse_launches_autotune_over_the_8_warp_configs_only():
+    """The 4-warp configs spill for float32 tiles and the sparse pattern's masks
+    (bench/compile_check.py): the autotuner's early prune keeps them for 16-bit dense launches."""
+    import triton
+
+    from suan_kernels.ops.unified_attention.triton_kernels import _prune_configs
+
+    configs = [triton.Config({}, num_warps=w) for w in (4, 8, 4)]
+    cases = [(torch.float32, {}, [8]), (torch.bfloat16, {}, [4, 8, 4]), (torch.float16, {"SPARSE": False}, [4, 8, 4]),
+             (torch.bfloat16, {"SPARSE": True}, [8]), (torch.float16, {"PASS_B": True}, [8])]
+    for dtype, flags, warps in cases:
+        kept = _prune_configs(configs, {"Q": torch.empty(2, 2, 2, dtype=dtype)}, **flags)
+        assert [c.num_warps for c in kept] == warps, (dtype, flags)
+    only_4 = [triton.Config({}, num_warps=4)]
+    assert _prune_configs(only_4, {"Q": torch.empty(1)}) == only_4  # never empty

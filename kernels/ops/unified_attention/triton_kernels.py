@@ -44,12 +44,13 @@ MAX_GROUP = 16
 # --hot-loop). A 64-row tile at 8 warps computes S (and dP) in both warpgroups: each needs all of
 # P / dS as the register operand of its half of the next matmul (1.5x the forward's tensor-core
 # work, 1.67x dq's); 4 warps do not repeat it but hold every [64, 64] tile at 32 registers a
-# thread, so only one head per program fits there (two heads: 56 B of stack in the forward,
-# outside the loops; dq spills at 4 warps). The GPU autotuner picks among these by time.
+# thread, so only one head per program fits there (two heads: 8-56 B of stack in the forward,
+# outside the loops; dq at 4 warps: 64 B, outside the loops). The GPU autotuner picks among
+# these by time.
 _SPACES = {
-    "fwd": [(4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128), (8, 2, 64)],
+    "fwd": [(4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128)],
     "dq": [(8, 2, 64)],
-    "dkdv": [(4, 1, 128), (8, 2, 128), (8, 3, 128)],
+    "dkdv": [(4, 3, 128), (4, 1, 128), (8, 2, 128)],
 }
 
 
@@ -57,6 +58,20 @@ def _configs(kernel: str):
     if knobs.runtime.interpret:  # programs run one after another: one config, all heads per program
         return [triton.Config({"GROUP_COLS": 0}, num_warps=1, num_stages=1)]
     return [triton.Config({"GROUP_COLS": c}, num_warps=w, num_stages=s) for w, s, c in _SPACES[kernel]]
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    """The 4-warp configs are for 16-bit inputs and the dense pattern (python -m
+    bench.compile_check): a float32 tile takes twice the registers (1.2-14 KB a thread of local
+    memory at 4 warps, dh = 64), and the sparse pattern's masks 16-104 B; those launches keep the
+    8-warp configs (float32 is the exact-parity path: it spills there too)."""
+    a = {**named_args, **kwargs}
+    if a["Q"].element_size() >= 4 or a.get("SPARSE") or a.get("PASS_B"):
+        return [c for c in configs if c.num_warps >= 8] or configs
+    return configs
+
+
+_PRUNE = {"early_config_prune": _prune_configs}
 
 
 def _head_columns(kernel: str, a) -> int:
@@ -321,15 +336,21 @@ def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS
 
 
 @triton.jit
-def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ok, ts_i, ts_j, fxp, NB, NBW: tl.constexpr, NBP: tl.constexpr,
-                    POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr,
-                    FIXED_POINT: tl.constexpr, INTERP: tl.constexpr):
+def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW: tl.constexpr, NBP: tl.constexpr,
+                    FULL: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, TS_MODE: tl.constexpr,
+                    NB_CLAMP: tl.constexpr, FIXED_POINT: tl.constexpr, INTERP: tl.constexpr):
     """A tile's dS (summed over the group's heads) into the bias-table gradients. With both tables
     (NBW > 0) one atomic per pair into the joint table's gradient [2P-1, NBW], whose row sums are
     the w_pos gradient and column sums the w_time gradient (the launcher reduces it); otherwise
-    w_pos per pair and w_time per bucket present into ``acc_t``. ``ok`` is None for a full tile.
-    A NaN dS adds nothing (as a masked pair): in int64 fixed point it would add garbage."""
+    w_pos per pair and w_time per bucket present into ``acc_t``. No mask: a pair the tile does
+    not hold has P = 0, so dS = 0, and a NaN dS adds nothing either (in int64 fixed point it would
+    add garbage); a masked tile's position indices are clamped into the table (columns past the
+    sequence reach beyond it), so every add stays in bounds. Not keeping the pair mask until the
+    atomics saves a register per pair."""
     ds = tl.where(ds == ds, ds, 0.0)
+    if not FULL:
+        pos_idx = tl.minimum(tl.maximum(pos_idx, 0), 2 * P - 2)
+    ok = None
     if NBW > 0:
         if POS_GRAD or TIME_GRAD:
             _grad_add(DPOS, pos_idx * NBW + bk, ds, ok, fxp, FIXED_POINT)
@@ -479,7 +500,7 @@ def _fwd_store(st, H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, strid
         tl.store(out_ptrs, o.to(OUT.dtype.element_ty), mask=o_mask)
 
 
-@triton.autotune(configs=_configs("fwd"), key=_KEY)
+@triton.autotune(configs=_configs("fwd"), key=_KEY, prune_configs_by=_PRUNE)
 @_group("fwd")
 @triton.jit
 def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
@@ -509,6 +530,12 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
     states = [_fwd_init(hg * G + i, H, Q, ACC, LSE, rows, row_ok, T, stride_qt, stride_qh, dq_, dv_, DH, DV,
                         BLOCK, BDV, EVEN_HEADS, PASS_B) for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
                                                                     15)[:G]]
+    if not PASS_B:  # targets: their own diagonal, first (its pointers are dead before the key loops)
+        is_t = row_ok & (i_loc >= n)
+        for i in tl.static_range(G):
+            st = _fwd_self(states[i], H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh,
+                           dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
+            states = states[:i] + [st] + states[i + 1:]
     ar = tl.arange(0, BLOCK)
     koff0 = ar[:, None] * stride_kt + dq_[None, :]  # pass A's key tiles: 32-bit offsets from one base
     voff0 = ar[:, None] * stride_vt + dv_[None, :]
@@ -543,12 +570,6 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         for i in tl.static_range(G):
             st = _fwd_update(states[i], H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_, bias, ok,
                              qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
-            states = states[:i] + [st] + states[i + 1:]
-    if not PASS_B:  # targets: their own diagonal
-        is_t = row_ok & (i_loc >= n)
-        for i in tl.static_range(G):
-            st = _fwd_self(states[i], H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh,
-                           dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
     for i in tl.static_range(G):
         _fwd_store(states[i], H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, stride_oh, dv_, DV, STORE_ACC,
@@ -642,7 +663,8 @@ def _dq_store(st, H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH: t
     tl.store(ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs=_configs("dq"), key=_KEY, reset_to_zero=["DPOS", "DTIME"], restore_value=["DQ"])
+@triton.autotune(configs=_configs("dq"), key=_KEY, reset_to_zero=["DPOS", "DTIME"], restore_value=["DQ"],
+                 prune_configs_by=_PRUNE)
 @_group("dq")
 @triton.jit
 def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, DTIME, FXP,
@@ -677,6 +699,23 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
     states = [_dq_init(hg * G + i, H, Q, DO, LSE, DELTA, rows, row_ok, T, stride_qt, stride_qh, stride_dot,
                        stride_doh, dq_, dv_, DH, DV, BLOCK, BDH, EVEN_HEADS)
               for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)[:G]]
+    if not PASS_B:  # targets: their own diagonal (relative position 0, time bucket 0), first
+        is_tgt = row_ok & (i_loc >= n)
+        ds_tot = tl.full([BLOCK], 0.0, tl.float32)
+        for i in tl.static_range(G):
+            st, ds_tot = _dq_self(states[i], ds_tot, H, K, V, W_POS, W_TIME, rows, is_tgt, stride_kt, stride_kh,
+                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW,
+                                  EVEN_HEADS)
+            states = states[:i] + [st] + states[i + 1:]
+        total = _sum(ds_tot, axis=0)
+        if NBW > 0:
+            if POS_GRAD or TIME_GRAD:
+                _grad_add(DPOS, (P - 1) * NBW, total, total == total, fxp, FIXED_POINT)
+        else:
+            if POS_GRAD:
+                _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
+            if TIME_GRAD:
+                acc_t += tl.where(tl.arange(0, NBP) == 0, total, 0.0)
     ar = tl.arange(0, BLOCK)
     koff0 = ar[:, None] * stride_kt + dq_[None, :]
     voff0 = ar[:, None] * stride_vt + dv_[None, :]
@@ -697,7 +736,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
                                     bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, None, ts_i, ts_j, fxp, NB, NBW, NBP, POS_GRAD,
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW, NBP, True, POS_GRAD,
                                 TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     for e in range(e_full, e_hi):
         kb = tl.load(KV_IDX + e) >> 1
@@ -714,25 +753,8 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_,
                                     bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ok, ts_i, ts_j, fxp, NB, NBW, NBP, POS_GRAD,
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW, NBP, False, POS_GRAD,
                                 TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
-    if not PASS_B:  # targets: their own diagonal (relative position 0, time bucket 0)
-        is_tgt = row_ok & (i_loc >= n)
-        ds_tot = tl.full([BLOCK], 0.0, tl.float32)
-        for i in tl.static_range(G):
-            st, ds_tot = _dq_self(states[i], ds_tot, H, K, V, W_POS, W_TIME, rows, is_tgt, stride_kt, stride_kh,
-                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW,
-                                  EVEN_HEADS)
-            states = states[:i] + [st] + states[i + 1:]
-        total = _sum(ds_tot, axis=0)
-        if NBW > 0:
-            if POS_GRAD or TIME_GRAD:
-                _grad_add(DPOS, (P - 1) * NBW, total, total == total, fxp, FIXED_POINT)
-        else:
-            if POS_GRAD:
-                _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
-            if TIME_GRAD:
-                acc_t += tl.where(tl.arange(0, NBP) == 0, total, 0.0)
     for i in tl.static_range(G):
         _dq_store(states[i], H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
     if TIME_GRAD and NBW == 0:
@@ -821,7 +843,7 @@ def _kv_store(st, H, DK, DVAL, cols, key_ok, scale, stride_dkt, stride_dkh, stri
     tl.store(dv_ptrs, dv.to(DVAL.dtype.element_ty), mask=vmask)
 
 
-@triton.autotune(configs=_configs("dkdv"), key=_KEY, restore_value=["DK", "DVAL"])
+@triton.autotune(configs=_configs("dkdv"), key=_KEY, restore_value=["DK", "DVAL"], prune_configs_by=_PRUNE)
 @_group("dkdv")
 @triton.jit
 def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME,
@@ -853,6 +875,12 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
     states = [_kv_init(hg * G + i, H, K, V, cols, key_ok, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_,
                        DH, DV, BLOCK, BDH, BDV, EVEN_HEADS) for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
                                                                       14, 15)[:G]]
+    if not PASS_B:  # target keys are seen only by themselves (first)
+        is_t = key_ok & (j_loc >= n)
+        for i in tl.static_range(G):
+            st = _kv_self(states[i], H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, stride_qh,
+                          stride_dot, stride_doh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
+            states = states[:i] + [st] + states[i + 1:]
     e_lo = tl.load(Q_PTR + pid)
     e_full = e_lo + tl.load(Q_FULL + pid)
     e_hi = tl.load(Q_PTR + pid + 1)
@@ -898,12 +926,6 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         for i in tl.static_range(G):
             st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh, stride_doh,
                             dq_, dv_, biasT, okT, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
-            states = states[:i] + [st] + states[i + 1:]
-    if not PASS_B:  # target keys are seen only by themselves
-        is_t = key_ok & (j_loc >= n)
-        for i in tl.static_range(G):
-            st = _kv_self(states[i], H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, stride_qh,
-                          stride_dot, stride_doh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
     for i in tl.static_range(G):
         _kv_store(states[i], H, DK, DVAL, cols, key_ok, scale, stride_dkt, stride_dkh, stride_dvt, stride_dvh, dq_,
