@@ -172,8 +172,8 @@ def ours(case: Case, arch: int = 90, cubin_dir: Optional[str] = None, module=Non
                 b = launch.bind(config)
                 v.useful_flop = useful_flop(v.role, b["BLOCK"], b["BLOCK"], b["DH"], b["DV"], b["G"])
             if launch.kernel == "attn_bwd_dq" and v.loops:
-                # the full-tile loop comes first in the kernel, the masked one second
-                for loop, trips in zip(v.loops, time_bucket_iterations(launch)):
+                # the masked-tile loop comes first in the kernel, the full one second
+                for loop, trips in zip(v.loops, reversed(time_bucket_iterations(launch))):
                     loop.inner_iterations = trips
             out.append(v)
     return out

@@ -206,9 +206,20 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
     n_train = len(store.split("train"))
     sizes = sorted({min(s, n_train) for s in p.data_sizes})
     print(f"scaling '{preset}' on {p.data} ({n_train:,} train samples): grades {list(p.grades)} x D {sizes}", flush=True)
-    # the plan, so that `suan report` can show a sweep's progress before it finishes
-    write_json(os.path.join(out_dir, "plan.json"), {"preset": preset, "data": p.data, "grades": list(p.grades),
-                                                    "data_sizes": sizes, "started": time.strftime("%Y-%m-%d %H:%M")})
+    # the plan, so that `suan report` can show a sweep's progress before it finishes; a resumed
+    # sweep keeps the time its first part started
+    plan = {"preset": preset, "data": p.data, "grades": list(p.grades), "data_sizes": sizes}
+    plan_path = os.path.join(out_dir, "plan.json")
+    started = time.strftime("%Y-%m-%d %H:%M")
+    if os.path.exists(plan_path):
+        try:
+            with open(plan_path) as f:
+                before = json.load(f)
+            if all(before.get(k) == v for k, v in plan.items()):
+                started = before.get("started", started)
+        except (OSError, ValueError):
+            pass
+    write_json(plan_path, {**plan, "started": started})
     runs = []
     for size in sizes:
         for grade in p.grades:

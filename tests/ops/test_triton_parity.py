@@ -258,3 +258,6 @@ def test_float32_and_sparse_launches_autotune_over_the_8_warp_configs_only():
         assert [c.num_warps for c in kept] == warps, (dtype, flags)
     only_4 = [triton.Config({}, num_warps=4)]
     assert _prune_configs(only_4, {"Q": torch.empty(1)}) == only_4  # never empty
+    groups = [triton.Config({"GROUP_COLS": c}, num_warps=w) for w, c in ((4, 128), (8, 128), (8, 64))]
+    kept = _prune_configs(groups, {"Q": torch.empty(1, dtype=torch.bfloat16)}, PASS_B=True)
+    assert [(c.num_warps, c.kwargs["GROUP_COLS"]) for c in kept] == [(8, 64)]  # the dilated pass: one head

@@ -47,9 +47,16 @@ def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
     assert "beta" in data["fits"]["data"] and "beta" in data["fits"]["joint"]
     assert data["distill"]["curve"][0]["teacher"] == "g1"
     assert os.path.exists(os.path.join(out, "scaling.png")) and os.path.exists(os.path.join(out, "distillation.png"))
-    # a second call trains nothing: every run is on disk
+    # a second call trains nothing: every run is on disk; the plan keeps the first start time
+    with open(os.path.join(out, "plan.json")) as f:
+        plan = json.load(f)
+    plan["started"] = "2026-01-01 00:00"
+    with open(os.path.join(out, "plan.json"), "w") as f:
+        json.dump(plan, f)
     monkeypatch.setattr(scaling, "_train", lambda *a, **k: pytest.fail("retrained a finished run"))
     again = scaling.run_scaling(out, preset="test", distill=True, data_dir=str(tmp_path / "data"), n_boot=5)
+    with open(os.path.join(out, "plan.json")) as f:
+        assert json.load(f)["started"] == "2026-01-01 00:00"
     assert [r["test"]["logloss"] for r in again["runs"]] == [r["test"]["logloss"] for r in res["runs"]]
     md = scaling.render_report(out)
     assert "loss(N)" in md and "scaling.png" in md and os.path.exists(os.path.join(out, "report.md"))

@@ -40,16 +40,16 @@ MAX_GROUP = 16
 
 # Autotune spaces per kernel: (warps, stages, accumulator columns per program). A program carries
 # G = GROUP_COLS // (its per-head columns) heads (at least 1, at most H). Every entry compiles
-# without local-memory spills for bf16 / fp16, dh = dv = 64 (python -m bench.compile_check
-# --hot-loop). A 64-row tile at 8 warps computes S (and dP) in both warpgroups: each needs all of
+# without local-memory spills for bf16 / fp16, dh = dv = 64, dense pattern (python -m
+# bench.compile_check --hot-loop); ``_prune_configs`` keeps float32 and sparse launches on the
+# 8-warp ones. A 64-row tile at 8 warps computes S (and dP) in both warpgroups: each needs all of
 # P / dS as the register operand of its half of the next matmul (1.5x the forward's tensor-core
 # work, 1.67x dq's); 4 warps do not repeat it but hold every [64, 64] tile at 32 registers a
-# thread, so only one head per program fits there (two heads: 8-56 B of stack in the forward,
-# outside the loops; dq at 4 warps: 64 B, outside the loops). The GPU autotuner picks among
-# these by time.
+# thread: two forward heads fit at one stage only, dq at one stage (two or three: 64 B of
+# stack). The static count cannot see latency: the GPU autotuner picks among these by time.
 _SPACES = {
-    "fwd": [(4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128)],
-    "dq": [(8, 2, 64)],
+    "fwd": [(4, 1, 128), (4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128), (8, 2, 64)],
+    "dq": [(4, 1, 64), (8, 2, 64)],
     "dkdv": [(4, 3, 128), (4, 1, 128), (8, 2, 128)],
 }
 
@@ -67,7 +67,10 @@ def _prune_configs(configs, named_args, **kwargs):
     8-warp configs (float32 is the exact-parity path: it spills there too)."""
     a = {**named_args, **kwargs}
     if a["Q"].element_size() >= 4 or a.get("SPARSE") or a.get("PASS_B"):
-        return [c for c in configs if c.num_warps >= 8] or configs
+        configs = [c for c in configs if c.num_warps >= 8] or configs
+        if a.get("PASS_B"):  # the dilated pass: one head per program (two: 16 B of stack)
+            fewest = min(c.kwargs.get("GROUP_COLS", 0) for c in configs)
+            configs = [c for c in configs if c.kwargs.get("GROUP_COLS", 0) == fewest]
     return configs
 
 
@@ -542,21 +545,8 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
     e_lo = tl.load(KV_PTR + pid)
     e_full = e_lo + tl.load(KV_FULL + pid)
     e_hi = tl.load(KV_PTR + pid + 1)
-    # full tiles: no mask, Toeplitz position bias
-    for e in range(e_lo, e_full):
-        kb = tl.load(KV_IDX + e) >> 1
-        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
-        delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
-        bias, _bk, _pidx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                                      True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
-        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
-        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
-        for i in tl.static_range(G):
-            st = _fwd_update(states[i], H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_, bias, bias,
-                             qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
-            states = states[:i] + [st] + states[i + 1:]
-    # masked tiles: the diagonal, partial blocks, target rows, pattern edges
+    # masked tiles first (the diagonal, partial blocks, target rows, pattern edges): what only they
+    # need is then dead before the full-tile loop, whose registers are the scarcest
     for e in range(e_full, e_hi):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
@@ -570,6 +560,20 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         for i in tl.static_range(G):
             st = _fwd_update(states[i], H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_, bias, ok,
                              qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
+            states = states[:i] + [st] + states[i + 1:]
+    # full tiles: no mask, Toeplitz position bias
+    for e in range(e_lo, e_full):
+        kb = tl.load(KV_IDX + e) >> 1
+        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
+        delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
+        bias, _bk, _pidx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+                                      True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
+        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
+        for i in tl.static_range(G):
+            st = _fwd_update(states[i], H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_, bias, bias,
+                             qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
     for i in tl.static_range(G):
         _fwd_store(states[i], H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, stride_oh, dv_, DV, STORE_ACC,
@@ -722,22 +726,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
     e_lo = tl.load(KV_PTR + pid)
     e_full = e_lo + tl.load(KV_FULL + pid)
     e_hi = tl.load(KV_PTR + pid + 1)
-    for e in range(e_lo, e_full):
-        kb = tl.load(KV_IDX + e) >> 1
-        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
-        delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
-        bias, bk, pos_idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
-                                       BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
-        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
-        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
-        ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
-        for i in tl.static_range(G):
-            st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
-                                    bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
-            states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW, NBP, True, POS_GRAD,
-                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
+    # masked tiles first, then full ones (as in the forward: fewer registers live in the full loop)
     for e in range(e_full, e_hi):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
@@ -754,6 +743,22 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                                     bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
         acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW, NBP, False, POS_GRAD,
+                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
+    for e in range(e_lo, e_full):
+        kb = tl.load(KV_IDX + e) >> 1
+        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
+        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
+        delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
+        bias, bk, pos_idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
+                                       BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
+        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
+        ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
+        for i in tl.static_range(G):
+            st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
+                                    bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
+            states = states[:i] + [st] + states[i + 1:]
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW, NBP, True, POS_GRAD,
                                 TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     for i in tl.static_range(G):
         _dq_store(states[i], H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
