@@ -9,20 +9,25 @@ states are carried as a tuple (one entry per head).
 * Scores are kept in base 2: ``s2 = q.k * (scale * log2 e) + bias * log2 e`` (the launcher passes
   the bias tables pre-scaled), one fused multiply-add per element; probabilities are ``exp2``; the
   log-sum-exp saved for the backward is in base 2.
+* With both bias terms the kernels gather from one joint table ``w_pos[r] + w_time[b]``
+  (``[2P-1, NBW]``, built by the launcher; ``NBW = 0``: the two tables, past a size limit).
 * Time buckets in int32: the launcher rebases each sequence's timestamps to int32 offsets (a span
   of 2**31 units or more is refused), ``bucket = floor(log2(|dt| | 1))`` is one ``bfind``
   (``_flo``; the interpreter uses an exact float-exponent twin). Float timestamps take a float64
   path (``TS_MODE == 2``), exact but slower.
-* Full tiles (every pair allowed, every row a behavior) come first in each block's list and run
-  in their own loop, without mask code, with the position bias read as a Toeplitz tile
-  (``w_pos[delta + a - b]``); masked tiles follow in a second loop.
-* ``attn_fwd``: online softmax over the listed key blocks, the targets' own diagonal, LSE.
+* Full tiles (every pair allowed, every row a behavior) are counted first in each block's list
+  and run in their own loop, without mask code, with the position bias read as a Toeplitz tile
+  (``w_pos[delta + a - b]``). The kernels run the targets' own diagonal and the masked tiles
+  *before* that loop, so that what only they need is dead in it (registers decide whether a
+  4-warp config fits without spills).
+* ``attn_fwd``: online softmax over the listed key blocks and the targets' own diagonal, LSE.
   Pass B resumes the softmax state pass A left (``ACC``/``LSE``).
 * ``attn_bwd_delta``: Delta = rowsum(dO * O) per head.
 * ``attn_bwd_dq``: dq and the bias-table gradients. dS is summed over the group's heads once per
-  tile; its w_pos gradient is added per element (int64 fixed point by default: integer addition is
-  associative, so the result is bit-for-bit deterministic; relaxed atomics), its w_time gradient is
-  reduced per tile over the buckets present into a per-program vector added once at the end.
+  tile and added per pair with a relaxed atomic (int64 fixed point by default: integer addition
+  is associative, so the result is bit-for-bit deterministic): into the joint table's gradient
+  (its row sums are the w_pos gradient, its column sums the w_time gradient; the launcher reduces
+  them), or with separate tables into w_pos per pair and w_time per bucket present in the tile.
 * ``attn_bwd_dkdv``: one program per (key block, head group) walking the transposed list, the
   scores computed transposed (``k @ q^T``) so P^T and dS^T feed the matmuls without a transpose.
 
