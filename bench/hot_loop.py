@@ -165,11 +165,11 @@ def ours(case: Case, arch: int = 90, cubin_dir: Optional[str] = None, module=Non
         seen.add(key)
         for cfg in launch.configs:
             config = {**cfg.all_kwargs()}
-            kernel = jit_compile(launch.fn, launch.args, launch.bind(config), arch)
+            b = launch.bind(config)
+            kernel = jit_compile(launch.fn, launch.args, b, arch)
             v = _analyse(kernel, "ours", _name(launch.kernel, launch.pass_name, case, config), launch.pass_name,
                          config, cubin_dir)
             if v.role in MATMULS_PER_PAIR:
-                b = launch.bind(config)
                 v.useful_flop = useful_flop(v.role, b["BLOCK"], b["BLOCK"], b["DH"], b["DV"], b["G"])
             if launch.kernel == "attn_bwd_dq" and v.loops:
                 # the masked-tile loop comes first in the kernel, the full one second

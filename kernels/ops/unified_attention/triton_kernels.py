@@ -358,13 +358,12 @@ def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW: t
     ds = tl.where(ds == ds, ds, 0.0)
     if not FULL:
         pos_idx = tl.minimum(tl.maximum(pos_idx, 0), 2 * P - 2)
-    ok = None
     if NBW > 0:
         if POS_GRAD or TIME_GRAD:
-            _grad_add(DPOS, pos_idx * NBW + bk, ds, ok, fxp, FIXED_POINT)
+            _grad_add(DPOS, pos_idx * NBW + bk, ds, None, fxp, FIXED_POINT)
     else:
         if POS_GRAD:
-            _grad_add(DPOS, pos_idx, ds, ok, fxp, FIXED_POINT)
+            _grad_add(DPOS, pos_idx, ds, None, fxp, FIXED_POINT)
         if TIME_GRAD:
             acc_t = _time_grad_tile(acc_t, ds, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
     return acc_t
