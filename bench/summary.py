@@ -24,7 +24,7 @@ def main(path: str) -> None:
             continue
         tri = fb["triton"][0]
         row = {"L": L, "fused fwd+bwd ms": tri}
-        for base in ("flex", "reference", "sdpa"):
+        for base in ("flex", "reference", "sdpa", "flash"):
             if base in fb:
                 row[f"x vs {base}"] = fb[base][0] / tri
         if "triton" in fw:
@@ -33,9 +33,16 @@ def main(path: str) -> None:
             bwd_ms = tri - fms
             if bwd_ms > 0:
                 row["bwd TFLOP/s"] = 2.5 * finfo["allowed_flops"] / (bwd_ms * 1e-3) / 1e12
+        if "flash" in fw and "flash" in fb:  # FlashAttention-2, causal, no bias: the shape's speed of light
+            f_fwd, f_info = fw["flash"]
+            row["FA2 fwd TFLOP/s"] = f_info.get("tflops")
+            if fb["flash"][0] > f_fwd:
+                row["FA2 bwd TFLOP/s"] = 2.5 * f_info["allowed_flops"] / ((fb["flash"][0] - f_fwd) * 1e-3) / 1e12
         rows.append(row)
-    print("\n== summary (bf16, dh=64, H=4, B=64; TFLOP/s count allowed pairs only) ==")
-    keys = ["L", "fused fwd+bwd ms", "x vs flex", "x vs reference", "x vs sdpa", "fwd TFLOP/s", "bwd TFLOP/s"]
+    print("\n== summary (bf16, dh=64, H=4, B=64; TFLOP/s count allowed pairs only; 'x vs flash' and FA2: "
+          "FlashAttention-2 via SDPA, causal, no bias) ==")
+    keys = ["L", "fused fwd+bwd ms", "x vs flex", "x vs reference", "x vs sdpa", "x vs flash", "fwd TFLOP/s",
+            "bwd TFLOP/s", "FA2 fwd TFLOP/s", "FA2 bwd TFLOP/s"]
     print(" | ".join(keys))
     for r in rows:
         print(" | ".join(f"{r[k]:.2f}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in keys))

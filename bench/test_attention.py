@@ -8,6 +8,7 @@ Parametrized by ``seq_len`` and ``impl``; the fused ``triton`` rows run on CUDA 
 kernels would run under the interpreter), the flex rows forward-only on CPU (eager math path).
 """
 import dataclasses
+import os
 import time
 
 import pytest
@@ -17,10 +18,16 @@ from suan_kernels import DENSE, AttentionPattern
 from suan_kernels.ops.unified_attention.layout import build_layout
 
 from common import (CUDA, DEVICE, LENGTHS, FlexRunner, bytes_moved, cuda_ms, dense_bytes, feasible, flops,
-                    gbps, make_case, peak_memory, peak_memory_reset, run_op, run_sdpa, sync, tflops)
+                    gbps, make_case, peak_memory, peak_memory_reset, run_flash_causal, run_op, run_sdpa, sync,
+                    tflops)
 
-DENSE_IMPLS = ["reference", "sdpa", "flex"] + (["triton"] if CUDA else [])
-BWD_IMPLS = ["reference", "sdpa"] + (["flex", "triton"] if CUDA else [])
+# "flash": FlashAttention-2 through SDPA, causal and bias-free: not the same function, the speed of
+# light of the shape (CUDA only; run before "triton" so the fused row can store its ratio to it)
+DENSE_IMPLS = ["reference", "sdpa", "flex"] + (["flash", "triton"] if CUDA else [])
+BWD_IMPLS = ["reference", "sdpa"] + (["flex", "flash", "triton"] if CUDA else [])
+# the eager reference materialises [B, H, L, L] several times over (backward); on the GPU it is
+# timed up to this length (SUAN_BENCH_REFERENCE_MAX_LEN), where it already loses by 10x or more
+REFERENCE_MAX_LEN = int(os.environ.get("SUAN_BENCH_REFERENCE_MAX_LEN", "2048" if CUDA else "1000000"))
 SPARSE_BACKEND = "triton" if CUDA else "reference"
 SPARSE_WINDOWS = {"dense": None, "w32": 32, "w64": 64, "w128": 128}
 SPARSE_IMPLS = [f"{SPARSE_BACKEND}-{w}" for w in (["dense", "w32", "w128"] if CUDA else ["dense", "w32", "w64", "w128"])]
@@ -51,6 +58,8 @@ def _impl_fn(impl, case):
         return lambda: run_op(case, "triton")
     if impl == "sdpa":
         return lambda: run_sdpa(case)
+    if impl == "flash":
+        return lambda: run_flash_causal(case)
     if impl == "flex":
         runner = _flex()
         return lambda: runner(case)
@@ -58,6 +67,8 @@ def _impl_fn(impl, case):
 
 
 def _skip_if_too_big(impl, L, case):
+    if impl == "reference" and L > REFERENCE_MAX_LEN:
+        pytest.skip(f"reference timed up to L={REFERENCE_MAX_LEN} (SUAN_BENCH_REFERENCE_MAX_LEN)")
     if impl in ("reference", "sdpa", "flex") and not feasible(dense_bytes(case.B, L, case.q.shape[1])):
         pytest.skip(f"{impl} at L={L} would need ~{dense_bytes(case.B, L, case.q.shape[1]) / 1e9:.0f} GB")
     if impl == "flex" and not CUDA and L * case.B > 2048:
@@ -81,7 +92,8 @@ def _record_dense(record, group, seq_len, impl, case, ms, backward, **extra):
                  gbps=gbps(bytes_moved(case, backward=backward), ms), **{PEAK_KEY: peak_memory()}, **fl)
     if impl == "flex":
         extra["block_mask_ms"] = _flex().last_mask_ms
-    record(group, seq_len, impl, baselines=["reference", "sdpa", "flex"] if impl == "triton" else (), **extra)
+    record(group, seq_len, impl, baselines=["reference", "sdpa", "flex", "flash"] if impl == "triton" else (),
+           **extra)
 
 
 @pytest.mark.parametrize("impl", DENSE_IMPLS)
