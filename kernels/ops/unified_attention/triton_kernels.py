@@ -102,6 +102,12 @@ def _group(kernel: str):
 
 
 _KEY = ["H", "BDH", "BDV", "LEN_BUCKET", "PASS_B", "HAS_POS", "TS_MODE", "SPARSE"]
+# What a launch reads back of what it (or an earlier launch) wrote: on the first call of a key the
+# GPU autotuner runs the launch many times per config, and these are restored after each run.
+# Pass B resumes pass A's softmax state (ACC, LSE) and adds to its dq / dk / dv; the bias-table
+# gradients (DPOS, DTIME) are accumulated with atomics over both passes (zeroing them instead,
+# as reset_to_zero does, would drop pass A's share).
+_RESTORE = {"fwd": ["ACC", "LSE"], "dq": ["DQ", "DPOS", "DTIME"], "dkdv": ["DK", "DVAL"]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -507,7 +513,7 @@ def _fwd_store(st, H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, strid
         tl.store(out_ptrs, o.to(OUT.dtype.element_ty), mask=o_mask)
 
 
-@triton.autotune(configs=_configs("fwd"), key=_KEY, prune_configs_by=_PRUNE)
+@triton.autotune(configs=_configs("fwd"), key=_KEY, restore_value=_RESTORE["fwd"], prune_configs_by=_PRUNE)
 @_group("fwd")
 @triton.jit
 def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
@@ -671,8 +677,7 @@ def _dq_store(st, H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH: t
     tl.store(ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs=_configs("dq"), key=_KEY, reset_to_zero=["DPOS", "DTIME"], restore_value=["DQ"],
-                 prune_configs_by=_PRUNE)
+@triton.autotune(configs=_configs("dq"), key=_KEY, restore_value=_RESTORE["dq"], prune_configs_by=_PRUNE)
 @_group("dq")
 @triton.jit
 def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, DTIME, FXP,
@@ -852,7 +857,7 @@ def _kv_store(st, H, DK, DVAL, cols, key_ok, scale, stride_dkt, stride_dkh, stri
     tl.store(dv_ptrs, dv.to(DVAL.dtype.element_ty), mask=vmask)
 
 
-@triton.autotune(configs=_configs("dkdv"), key=_KEY, restore_value=["DK", "DVAL"], prune_configs_by=_PRUNE)
+@triton.autotune(configs=_configs("dkdv"), key=_KEY, restore_value=_RESTORE["dkdv"], prune_configs_by=_PRUNE)
 @_group("dkdv")
 @triton.jit
 def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME,
