@@ -123,7 +123,7 @@ def time_bucket_iterations(launch) -> Tuple[float, float]:
 
     a = {**dict(zip(launch.fn.arg_names, launch.args)), **launch.kwargs}
     kw = a
-    if kw.get("PASS_B") or not kw.get("TIME_GRAD") or kw.get("TS_MODE") != 1 or kw.get("NBW"):
+    if kw.get("PASS_B") or not kw.get("TIME_GRAD") or kw.get("TS_MODE") != 1 or kw.get("JROW"):
         return 1.0, 1.0
     block, nb = kw["BLOCK"], a["NB"]
     ts = a["TS"].cpu().numpy().astype(np.int64)

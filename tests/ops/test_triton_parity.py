@@ -236,9 +236,9 @@ def test_separate_bias_tables_when_the_joint_table_is_too_large(device, ts_float
     from suan_kernels.ops.unified_attention import launch
 
     inputs = make_inputs([45, 20, 1], [2, 5, 1], heads=2, device=device, requires_grad=True, ts_float=ts_float)
-    assert launch._Run(as_call(inputs, AttentionPattern())).nbw > 0  # the default: the joint table
+    assert launch._Run(as_call(inputs, AttentionPattern())).jrow > 0  # the default: the joint table
     monkeypatch.setattr(launch, "JOINT_TABLE_MAX_ENTRIES", 0)
-    assert launch._Run(as_call(inputs, AttentionPattern())).nbw == 0
+    assert launch._Run(as_call(inputs, AttentionPattern())).jrow == 0
     run_parity(inputs, torch.float32)
     run_parity(inputs, torch.float32, AttentionPattern(window=6, dilation=4, num_global=2))
 

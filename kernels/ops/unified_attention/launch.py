@@ -140,16 +140,21 @@ class _Run:
         # relative positions reach max_len - 1: the table needs no clamp when it is that long
         self.pos_clamp = self.P < self.layout.max_len
         self.nb_clamp = self.ts_mode != 1 or self.NB < 31  # int32 buckets are at most 30
-        # with both terms the kernels gather from one joint table w_pos[r] + w_time[b], [2P-1, NBW]
-        # (row-major, NBW = the buckets reachable, rounded up to a power of two): one load per pair
-        # instead of two loads and an add (sums in float32, as the kernels would form them)
-        nbw = _next_pow2(self.NB + 1 if self.nb_clamp else 31)
-        if self.has_pos and self.has_time and self.w_pos2.numel() * nbw <= JOINT_TABLE_MAX_ENTRIES:
-            self.nbw = nbw
-            columns = torch.arange(self.nbw, device=device).clamp(max=self.NB)
-            self.w_bias = (self.w_pos2[:, None] + self.w_time2[columns][None, :]).contiguous()
+        # with both terms the kernels gather from one joint table w_pos[r] + w_time[b]: one load per
+        # pair instead of two loads and an add (sums in float32, as the kernels would form them).
+        # Bucket-major [buckets, JROW] (JROW: a power of two >= 2P - 1, a constexpr, so a pair's
+        # index is one shift-add; the columns past 2P - 1 unused): a warp's loads along a
+        # diagonal then read consecutive addresses (triton_kernels._joint_index)
+        self.nbw = self.NB + 1 if self.nb_clamp else 31  # buckets reachable (int32: at most 30)
+        jrow = _next_pow2(self.w_pos2.numel())
+        if self.has_pos and self.has_time and jrow * self.nbw <= JOINT_TABLE_MAX_ENTRIES:
+            self.jrow = jrow
+            buckets = torch.arange(self.nbw, device=device).clamp(max=self.NB)
+            w_pos_row = torch.zeros(jrow, dtype=torch.float32, device=device)
+            w_pos_row[:self.w_pos2.numel()] = self.w_pos2
+            self.w_bias = (self.w_time2[buckets][:, None] + w_pos_row[None, :]).contiguous()
         else:
-            self.nbw, self.w_bias = 0, self.w_pos2
+            self.jrow, self.w_bias = 0, self.w_pos2
         self.scale = call.resolved_scale
         self.qk_scale = self.scale * LOG2E
         self.upcast = self.interpret and q.dtype == torch.bfloat16
@@ -175,7 +180,7 @@ class _Run:
                     **ints)
         consts.update(DH=self.DH, DV=self.DV, BLOCK=self.block, BDH=self.bdh, BDV=self.bdv,
                       HAS_POS=self.has_pos, TS_MODE=self.ts_mode,
-                      POS_CLAMP=self.pos_clamp, NB_CLAMP=self.nb_clamp, NBW=self.nbw, UPCAST=self.upcast, IEEE=self.ieee,
+                      POS_CLAMP=self.pos_clamp, NB_CLAMP=self.nb_clamp, JROW=self.jrow, UPCAST=self.upcast, IEEE=self.ieee,
                       INTERP=self.interpret)
         return args, consts, program_grid(pl.num_blocks, self.H)
 
@@ -224,7 +229,7 @@ class _Run:
         time_grad = need_w_time and self.has_time
         fixed = _BIAS_GRAD_MODE == "fixed"
         grad_dtype = torch.int64 if fixed else torch.float32
-        joint = self.nbw > 0 and (pos_grad or time_grad)
+        joint = self.jrow > 0 and (pos_grad or time_grad)
         # with both tables the dq kernel accumulates the joint table's gradient (one atomic per pair)
         dpos = torch.zeros(self.w_bias.numel() if joint else (self.w_pos2.numel() if pos_grad else 1),
                            dtype=grad_dtype, device=dev)
@@ -250,12 +255,12 @@ class _Run:
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                     scale=self.scale, ACCUM=i > 0, **args, **consts)
-        if joint:  # rows are relative positions, columns time buckets (those past NB are never hit)
-            grid2 = dpos.view(-1, self.nbw)
+        if joint:  # rows are time buckets (those past NB are never hit), columns relative positions
+            grid2 = dpos.view(self.nbw, self.jrow)
             buckets = min(self.nbw, self.NB + 1)
-            dpos = grid2.sum(1)
+            dpos = grid2.sum(0)[:self.w_pos2.numel()]
             dtime = torch.zeros(self.NB + 1, dtype=grad_dtype, device=dev)
-            dtime[:buckets] = grid2.sum(0)[:buckets]
+            dtime[:buckets] = grid2.sum(1)[:buckets]
         dwp = q.new_empty((0,)) if not pos_grad else _from_accumulator(dpos, fxp, self.w_pos_dtype)
         dwt = q.new_empty((0,)) if not time_grad else _from_accumulator(dtime, fxp, self.w_time_dtype)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt

@@ -10,7 +10,8 @@ states are carried as a tuple (one entry per head).
   the bias tables pre-scaled), one fused multiply-add per element; probabilities are ``exp2``; the
   log-sum-exp saved for the backward is in base 2.
 * With both bias terms the kernels gather from one joint table ``w_pos[r] + w_time[b]``
-  (``[2P-1, NBW]``, built by the launcher; ``NBW = 0``: the two tables, past a size limit).
+  (``[buckets, JROW]``, bucket-major so that a warp's gather reads consecutive relative positions;
+  built by the launcher; ``JROW = 0``: the two tables, past a size limit).
 * Time buckets in int32: the launcher rebases each sequence's timestamps to int32 offsets (a span
   of 2**31 units or more is refused), ``bucket = floor(log2(|dt| | 1))`` is one ``bfind``
   (``_flo``; the interpreter uses an exact float-exponent twin). Float timestamps take a float64
@@ -312,17 +313,28 @@ def _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS
 
 
 @triton.jit
-def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, NB, NBW: tl.constexpr, HAS_POS: tl.constexpr,
+def _joint_index(pos_idx, bk, JROW: tl.constexpr):
+    """Index into the joint table, bucket-major ``[buckets, JROW]``: along a tile's row (and
+    across the rows and columns one load instruction of a warp covers, all near one diagonal) the
+    relative positions are consecutive and the bucket mostly the same, so a warp's gather (and the
+    gradient's atomics) touches one or two 128-byte lines; position-major, each relative position
+    was a row of its own (up to 14 lines per instruction in the MMA layout). JROW is a constexpr
+    power of two: a runtime row length took dq's 4-warp config past its registers."""
+    return bk * JROW + pos_idx
+
+
+@triton.jit
+def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, P, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
                  TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
     """(bias, time bucket) of pairs with w_pos indices ``pos_idx`` and timestamps ``ts_a[:, None]``,
-    ``ts_b[None, :]``. With NBW > 0 (both terms) ``W_POS`` is the joint table
-    ``w_pos[r] + w_time[b]`` of rows of NBW entries: one gather per pair instead of two loads and
-    an add; NBW = 0 with both terms (a joint table too large) reads the two tables."""
+    ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the joint table
+    ``w_pos[r] + w_time[b]`` (``[buckets, JROW]``, bucket-major, JROW a power of two >= 2P - 1):
+    one gather per pair instead of two loads and an add; JROW = 0 with both terms (a joint table too large) reads the two tables."""
     if TS_MODE != 0:
         bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
         if HAS_POS:
-            if NBW > 0:
-                bias = tl.load(W_POS + (pos_idx * NBW + bk))
+            if JROW > 0:
+                bias = tl.load(W_POS + _joint_index(pos_idx, bk, JROW))
             else:
                 bias = tl.load(W_POS + pos_idx) + tl.load(W_TIME + bk.to(tl.uint32))
         else:
@@ -339,23 +351,23 @@ def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, NB, NBW: tl.constexpr, HAS_
 @triton.jit
 def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
                FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
-               NB_CLAMP: tl.constexpr, NBW: tl.constexpr, INTERP: tl.constexpr):
+               NB_CLAMP: tl.constexpr, JROW: tl.constexpr, INTERP: tl.constexpr):
     """(bias, time bucket, w_pos index) of a tile [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
         pos_idx = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
     else:
         pos_idx = _general_pos_index(pos_i, j_loc, P, POS_CLAMP)
-    bias, bk = _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, NBW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+    bias, bk = _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, P, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
     return bias, bk, pos_idx
 
 
 @triton.jit
-def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW: tl.constexpr, NBP: tl.constexpr,
+def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.constexpr, NBP: tl.constexpr,
                     FULL: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, TS_MODE: tl.constexpr,
                     NB_CLAMP: tl.constexpr, FIXED_POINT: tl.constexpr, INTERP: tl.constexpr):
     """A tile's dS (summed over the group's heads) into the bias-table gradients. With both tables
-    (NBW > 0) one atomic per pair into the joint table's gradient [2P-1, NBW], whose row sums are
-    the w_pos gradient and column sums the w_time gradient (the launcher reduces it); otherwise
+    (JROW > 0) one atomic per pair into the joint table's gradient [buckets, JROW], whose column
+    sums are the w_pos gradient and row sums the w_time gradient (the launcher reduces it); otherwise
     w_pos per pair and w_time per bucket present into ``acc_t``. No mask: a pair the tile does
     not hold has P = 0, so dS = 0, and a NaN dS adds nothing either (in int64 fixed point it would
     add garbage); a masked tile's position indices are clamped into the table (columns past the
@@ -364,9 +376,9 @@ def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW: t
     ds = tl.where(ds == ds, ds, 0.0)
     if not FULL:
         pos_idx = tl.minimum(tl.maximum(pos_idx, 0), 2 * P - 2)
-    if NBW > 0:
+    if JROW > 0:
         if POS_GRAD or TIME_GRAD:
-            _grad_add(DPOS, pos_idx * NBW + bk, ds, None, fxp, FIXED_POINT)
+            _grad_add(DPOS, _joint_index(pos_idx, bk, JROW), ds, None, fxp, FIXED_POINT)
     else:
         if POS_GRAD:
             _grad_add(DPOS, pos_idx, ds, None, fxp, FIXED_POINT)
@@ -377,11 +389,11 @@ def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW: t
 
 @triton.jit
 def _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr,
-                NBW: tl.constexpr):
+                JROW: tl.constexpr):
     """A target's score with itself (base 2): q_i . k_i * scale + w_pos[P-1] + w_time[0]."""
     s = _sum(q.to(tl.float32) * k_self.to(tl.float32), axis=1) * qk_scale
-    if HAS_POS and TS_MODE != 0 and NBW > 0:
-        s += tl.load(W_POS + (P - 1) * NBW)
+    if HAS_POS and TS_MODE != 0 and JROW > 0:
+        s += tl.load(W_POS + (P - 1))  # bucket 0's row, relative position 0
     else:
         if HAS_POS:
             s += tl.load(W_POS + P - 1)
@@ -476,14 +488,14 @@ def _fwd_update(st, H, K, V, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_,
 @triton.jit
 def _fwd_self(st, H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, P,
               qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr,
-              NBW: tl.constexpr, EVEN_HEADS: tl.constexpr):
+              JROW: tl.constexpr, EVEN_HEADS: tl.constexpr):
     """Target rows attend to themselves."""
     h, q, acc, m_i, l_i = st
     k_self = tl.load(K + rows[:, None] * stride_kt + h * stride_kh + dq_[None, :],
                      mask=is_t[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS), other=0.0)
     v_self = tl.load(V + rows[:, None] * stride_vt + h * stride_vh + dv_[None, :],
                      mask=is_t[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS), other=0.0)
-    s_self = tl.where(is_t, _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, NBW), float("-inf"))
+    s_self = tl.where(is_t, _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, JROW), float("-inf"))
     m_new = tl.maximum(m_i, s_self)
     m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
     alpha = tl.math.exp2(m_i - m_sub)
@@ -525,7 +537,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
              TS_MODE: tl.constexpr,
              PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, STORE_ACC: tl.constexpr,
              POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
-             NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+             JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
              INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
@@ -547,7 +559,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         is_t = row_ok & (i_loc >= n)
         for i in tl.static_range(G):
             st = _fwd_self(states[i], H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh,
-                           dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
+                           dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, JROW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
     ar = tl.arange(0, BLOCK)
     koff0 = ar[:, None] * stride_kt + dq_[None, :]  # pass A's key tiles: 32-bit offsets from one base
@@ -563,7 +575,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
         bias, _bk, _pidx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                                      False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+                                      False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -578,7 +590,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
         bias, _bk, _pidx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                                      True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+                                      True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         for i in tl.static_range(G):
@@ -647,14 +659,14 @@ def _dq_update(st, ds_sum, H, K, V, koff, voff, col_ok, stride_kh, stride_vh, dq
 @triton.jit
 def _dq_self(st, ds_tot, H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh, dq_, dv_, P,
              qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr,
-             NBW: tl.constexpr, EVEN_HEADS: tl.constexpr):
+             JROW: tl.constexpr, EVEN_HEADS: tl.constexpr):
     """Target rows against themselves; ds_tot collects the group's total (its bias entries)."""
     h, q, do, lse, delta, dq = st
     k_self = tl.load(K + rows[:, None] * stride_kt + h * stride_kh + dq_[None, :],
                      mask=is_t[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS), other=0.0)
     v_self = tl.load(V + rows[:, None] * stride_vt + h * stride_vh + dv_[None, :],
                      mask=is_t[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS), other=0.0)
-    s_self = _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, NBW)
+    s_self = _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, JROW)
     p_self = tl.where(is_t, tl.math.exp2(s_self - lse), 0.0)
     dp_self = _sum(do.to(tl.float32) * v_self.to(tl.float32), axis=1)
     ds_self = p_self * (dp_self - delta)
@@ -691,7 +703,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                 TS_MODE: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr,
                 ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, FIXED_POINT: tl.constexpr,
                 POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
-                NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
                 INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
@@ -717,13 +729,13 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         ds_tot = tl.full([BLOCK], 0.0, tl.float32)
         for i in tl.static_range(G):
             st, ds_tot = _dq_self(states[i], ds_tot, H, K, V, W_POS, W_TIME, rows, is_tgt, stride_kt, stride_kh,
-                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW,
+                                  stride_vt, stride_vh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, JROW,
                                   EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
         total = _sum(ds_tot, axis=0)
-        if NBW > 0:
+        if JROW > 0:
             if POS_GRAD or TIME_GRAD:
-                _grad_add(DPOS, (P - 1) * NBW, total, total == total, fxp, FIXED_POINT)
+                _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
         else:
             if POS_GRAD:
                 _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
@@ -742,7 +754,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
         bias, bk, pos_idx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                                       False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+                                       False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -751,7 +763,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_,
                                     bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW, NBP, False, POS_GRAD,
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, False, POS_GRAD,
                                 TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     for e in range(e_lo, e_full):
         kb = tl.load(KV_IDX + e) >> 1
@@ -759,7 +771,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
         bias, bk, pos_idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
-                                       BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, NBW, INTERP)
+                                       BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
@@ -767,11 +779,11 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
                                     bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, NBW, NBP, True, POS_GRAD,
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, True, POS_GRAD,
                                 TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     for i in tl.static_range(G):
         _dq_store(states[i], H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
-    if TIME_GRAD and NBW == 0:
+    if TIME_GRAD and JROW == 0:
         ids = tl.arange(0, NBP)
         _grad_add(DTIME, ids, acc_t, ids <= NB, fxp, FIXED_POINT)
 
@@ -817,7 +829,7 @@ def _kv_update(st, H, Q, DO, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh
 @triton.jit
 def _kv_self(st, H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, stride_qh, stride_dot, stride_doh,
              dq_, dv_, P, qk_scale, DH: tl.constexpr, DV: tl.constexpr, HAS_POS: tl.constexpr,
-             TS_MODE: tl.constexpr, NBW: tl.constexpr, EVEN_HEADS: tl.constexpr):
+             TS_MODE: tl.constexpr, JROW: tl.constexpr, EVEN_HEADS: tl.constexpr):
     """Target keys are seen only by themselves."""
     h, k, v, dk, dv = st
     hok = is_t
@@ -829,7 +841,7 @@ def _kv_self(st, H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, 
                   mask=hok[:, None] & (dv_[None, :] < DV), other=0.0)
     lse_s = tl.load(LSE + h.to(tl.int64) * T + cols, mask=hok, other=float("inf"))
     delta_s = tl.load(DELTA + h.to(tl.int64) * T + cols, mask=hok, other=0.0)
-    s_self = _self_score(qs, k, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, NBW)
+    s_self = _self_score(qs, k, W_POS, W_TIME, P, qk_scale, HAS_POS, TS_MODE, JROW)
     p_self = tl.where(hok, tl.math.exp2(s_self - lse_s), 0.0)
     dv += p_self[:, None] * dos.to(tl.float32)
     dp_self = _sum(dos.to(tl.float32) * v.to(tl.float32), axis=1)
@@ -870,7 +882,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
                   TS_MODE: tl.constexpr,
                   PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr,
                   POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
-                  NBW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                  JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
                   INTERP: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
@@ -893,7 +905,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         is_t = key_ok & (j_loc >= n)
         for i in tl.static_range(G):
             st = _kv_self(states[i], H, Q, DO, LSE, DELTA, W_POS, W_TIME, cols, is_t, T, stride_qt, stride_qh,
-                          stride_dot, stride_doh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, NBW, EVEN_HEADS)
+                          stride_dot, stride_doh, dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, JROW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
     e_lo = tl.load(Q_PTR + pid)
     e_full = e_lo + tl.load(Q_FULL + pid)
@@ -912,7 +924,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
         posT = _toeplitz_index(_block_delta(qb * BLOCK, start, n, R_DIL, PASS_B), mult, P, BLOCK, BLOCK, True,
                                POS_CLAMP)
-        biasT, _bk = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, NBW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+        biasT, _bk = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, P, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
         Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
         DOt, dooff = _tile_base(DO, s0, qb * BLOCK, i_loc, stride_dot, dooff0, dv_, PASS_B)
         for i in tl.static_range(G):
@@ -931,7 +943,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         relT = pos_i[None, :] - j_loc[:, None]
         if POS_CLAMP:
             relT = tl.minimum(tl.maximum(relT, -(P - 1)), P - 1)
-        biasT, _bk = _bias_lookup(relT + (P - 1), ts_j, ts_i, W_POS, W_TIME, NB, NBW, HAS_POS, TS_MODE, NB_CLAMP,
+        biasT, _bk = _bias_lookup(relT + (P - 1), ts_j, ts_i, W_POS, W_TIME, P, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
                                   INTERP)
         okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
                                   HAS_WINDOW))
