@@ -38,6 +38,7 @@ def load(path: str):
 
 COLUMNS = [("cuda_ms", "CUDA ms"), ("tflops", "TFLOP/s"), ("gbps", "GB/s"), ("samples_per_s", "samples/s"),
            ("ms_per_candidate", "ms/cand"), ("block_mask_ms", "block mask ms"), ("layout_build_ms", "layout ms"),
+           ("layout_content_hit_ms", "seen-shape layout ms"),
            ("layout_share_of_fwd", "layout/fwd"), ("allowed_flops", "allowed-pair FLOPs"),
            ("visited_flops", "visited-tile FLOPs"), ("dense_flops", "dense causal FLOPs"), ("peak_mem_bytes", "peak mem (B)"),
            ("rss_high_water_bytes", "RSS high-water (B)")]

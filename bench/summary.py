@@ -68,6 +68,11 @@ def main(path: str) -> None:
               f"{w_info.get('layout_build_ms', 0):.3f} ms = {100 * w_info.get('layout_share_of_fwd', 0):.1f}% of the forward")
         checks.append(("block-sparse W=128 L=4096 >= 60% of ideal speedup", frac >= 0.6))
         checks.append(("layout build < 5% of the forward", w_info.get("layout_share_of_fwd", 1) < 0.05))
+        if "layout_content_hit_ms" in w_info:  # a batch of an already-seen shape: the content-keyed cache
+            print(f"layout for a batch of a seen shape (content-keyed cache): {w_info['layout_content_hit_ms']:.3f} ms "
+                  f"= {100 * w_info['layout_content_hit_share_of_fwd']:.1f}% of the forward")
+            checks.append(("layout of a seen shape < 5% of the forward",
+                           w_info["layout_content_hit_share_of_fwd"] < 0.05))
     for name, ok in checks:
         print(f"[{'met' if ok else 'NOT met'}] {name}")
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from suan_kernels import DENSE, AttentionPattern
-from suan_kernels.ops.unified_attention.layout import build_layout
+from suan_kernels.ops.unified_attention.layout import LayoutCache, build_layout
 
 from common import (CUDA, DEVICE, LENGTHS, FlexRunner, bytes_moved, cuda_ms, dense_bytes, feasible, flops,
                     gbps, make_case, peak_memory, peak_memory_reset, run_flash_causal, run_op, run_sdpa, sync,
@@ -157,11 +157,22 @@ def test_sparse_forward(benchmark, record, seq_len, impl):
     build_layout(case.offsets, case.num_targets, 64, case.pattern)
     sync()
     layout_ms = (time.perf_counter() - t0) * 1e3
+    # what a new batch of an already-seen shape costs: the cache's content key (one host copy)
+    cache = LayoutCache()
+    cache.get(case.offsets, case.num_targets, 64, case.pattern)
+    fresh_offsets, fresh_targets = case.offsets.clone(), case.num_targets.clone()
+    sync()
+    t0 = time.perf_counter()
+    cache.get(fresh_offsets, fresh_targets, 64, case.pattern)
+    sync()
+    content_hit_ms = (time.perf_counter() - t0) * 1e3
+    assert cache.content_hits == 1
     fwd_ms = ms if ms else benchmark.stats.stats.median * 1e3
     record("sparse_fwd", seq_len, impl, baselines=[f"{SPARSE_BACKEND}-dense"] if "dense" not in impl else (),
            device=DEVICE, window=case.pattern.window, cuda_ms=ms, tflops=tflops(fl["allowed_flops"], ms),
            density=fl["allowed_flops"] / flops(dataclasses.replace(case, pattern=DENSE))["allowed_flops"],
-           layout_build_ms=layout_ms, layout_share_of_fwd=layout_ms / fwd_ms, **fl)
+           layout_build_ms=layout_ms, layout_share_of_fwd=layout_ms / fwd_ms,
+           layout_content_hit_ms=content_hit_ms, layout_content_hit_share_of_fwd=content_hit_ms / fwd_ms, **fl)
 
 
 @pytest.mark.parametrize("impl", SPARSE_IMPLS)

@@ -143,13 +143,19 @@ def test_targets_visit_every_behavior_block():
         assert (90 // 16 + 1, kb) in tiles or (90 // 16, kb) in tiles
 
 
-def test_cache_reuses_layouts_by_identity_and_version():
+def test_cache_reuses_layouts_by_identity_then_by_content():
     cache = LayoutCache(capacity=2)
     offsets = torch.tensor([0, 10, 30])
     nt = torch.tensor([1, 2])
     a = cache.get(offsets, nt, 16, DENSE)
-    assert cache.get(offsets, nt, 16, DENSE) is a
+    assert cache.get(offsets, nt, 16, DENSE) is a  # identity and version: no host sync
     assert cache.get(offsets, nt, 16, AttentionPattern(window=4)) is not a
-    offsets.add_(0)  # an in-place op bumps the version: the entry must not be reused
-    assert cache.get(offsets, nt, 16, DENSE) is not a
-    assert cache.hits == 1 and cache.misses == 3
+    offsets.add_(0)  # a new version with the same values: found by content
+    assert cache.get(offsets, nt, 16, DENSE) is a
+    assert cache.get(offsets.clone(), nt.clone(), 16, DENSE) is a  # another batch of the same shape
+    offsets[2] = 29  # other values: a new layout
+    b = cache.get(offsets, nt, 16, DENSE)
+    assert b is not a and b.lengths.tolist() == [10, 19]
+    assert cache.get(offsets, None, 16, DENSE) is not b  # the targets are part of the key
+    assert cache.get(offsets, nt, 32, DENSE) is not b  # and the block
+    assert cache.hits == 1 and cache.content_hits == 2 and cache.misses == 5

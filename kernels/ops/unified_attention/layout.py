@@ -24,6 +24,7 @@ Every list entry is ``block * 2 + full`` where ``full`` means every pair of the 
 from __future__ import annotations
 
 import collections
+import hashlib
 import threading
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -293,19 +294,38 @@ def build_layout(offsets: torch.Tensor, num_targets: Optional[torch.Tensor], blo
 
 
 class LayoutCache:
-    """Small LRU of layouts keyed on the identity and version of offsets / num_targets.
+    """Small LRUs of layouts: by identity and version of offsets / num_targets (no host sync), and
+    on a miss there by content (the values of offsets and num_targets, one small copy to the host).
 
-    The cache keeps the key tensors alive, so a freed tensor's id can never alias a live entry.
+    A layout depends only on the values of the lengths and target counts (and the block and
+    pattern), so a training loop whose batches repeat a shape (fixed-length histories, or lengths
+    that recur) builds it once: on the H200 a build is 2.4-5.2 ms at B=64, L=4096 (160-430 small
+    ops), more than a windowed forward. The identity cache keeps the key tensors alive, so a freed
+    tensor's id can never alias a live entry.
     """
 
     def __init__(self, capacity: int = 16):
         self.capacity = capacity
         self._items: "collections.OrderedDict" = collections.OrderedDict()
+        self._by_content: "collections.OrderedDict" = collections.OrderedDict()
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self.hits = self.content_hits = self.misses = 0
+
+    @staticmethod
+    def content_key(offsets, num_targets, block, pattern: AttentionPattern) -> tuple:
+        """(digest of the values, block, pattern, device): equal for batches of equal shape."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(offsets.detach().to("cpu", torch.int64).numpy().tobytes())
+        h.update(b"|" if num_targets is None else num_targets.detach().to("cpu", torch.int64).numpy().tobytes())
+        return h.digest(), offsets.numel(), block, pattern, str(offsets.device)
+
+    def _put(self, table, key, value):
+        table[key] = value
+        while len(table) > self.capacity:
+            table.popitem(last=False)
 
     def get(self, offsets, num_targets, block, pattern: AttentionPattern, validate=None) -> AttentionLayout:
-        """The cached layout, or a new one (``validate()`` runs first on a miss)."""
+        """The cached layout, or a new one (``validate()`` runs first on an identity miss)."""
         key = (id(offsets), offsets._version, None if num_targets is None else (id(num_targets), num_targets._version),
                block, pattern, offsets.device)
         with self._lock:
@@ -316,17 +336,25 @@ class LayoutCache:
                 return item[0]
         if validate is not None:
             validate()
+        ckey = self.content_key(offsets, num_targets, block, pattern)
+        with self._lock:
+            layout = self._by_content.get(ckey)
+            if layout is not None:
+                self._by_content.move_to_end(ckey)
+                self.content_hits += 1
+                self._put(self._items, key, (layout, offsets, num_targets))
+                return layout
         layout = build_layout(offsets, num_targets, block, pattern)
         with self._lock:
             self.misses += 1
-            self._items[key] = (layout, offsets, num_targets)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            self._put(self._items, key, (layout, offsets, num_targets))
+            self._put(self._by_content, ckey, layout)
         return layout
 
     def clear(self):
         with self._lock:
             self._items.clear()
+            self._by_content.clear()
 
 
 LAYOUT_CACHE = LayoutCache()
