@@ -9,8 +9,9 @@
 #   3. the block-sparse benchmarks (pytest-benchmark: dense vs windows 32 and 128)
 #   4. compiled FlexAttention, same score/mask functions (its compile takes minutes)
 #   5. the generated-case parity tests on CUDA, with what time is left
+#   6. the static hot-loop report (python -m bench.compile_check --hot-loop), if time is left
 # Installs nothing: it runs with the machine's python3, torch, triton, pytest, pytest-benchmark,
-# hypothesis. Writes at most 7 files under OUT (the device tool returns 8); the log ends with a
+# hypothesis. Writes at most 8 files under OUT (the device tool's limit); the log ends with a
 # short summary.
 #
 #   bash bench/gpu_check.sh OUT_DIR [TOTAL_SECONDS]        (default 600 s)
@@ -89,5 +90,11 @@ if [ "$(left)" -gt 30 ]; then
       --timeout 200 -k "cuda" >> "$OUT/parity.log" 2>&1
   echo "generated parity exit $?" | tee -a "$LOG"
   grep -E "(PASSED|FAILED|ERROR).*cuda|^E " "$OUT/parity.log" | head -30 | tee -a "$LOG"
+fi
+if [ "$(left)" -gt 60 ]; then
+  stage "hot-loop report (static, sm_90 SASS of this machine's triton; beside the TFLOP/s above)"
+  timeout "$(cap 120)" $PY -m bench.compile_check --hot-loop > "$OUT/hot_loop.md" 2>&1
+  echo "hot-loop exit $?" | tee -a "$LOG"
+  grep -A4 "^| figure" "$OUT/hot_loop.md" | tee -a "$LOG"
 fi
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
