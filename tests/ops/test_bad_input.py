@@ -124,3 +124,17 @@ def test_non_finite_values_never_cross_sequences(backend, where):
         assert bad == {j}
     if where == "k" and backend == "triton":
         assert bad == {25, 26, 27}  # the rows whose window holds row 5 (sequence 1 has no targets)
+
+
+def test_the_interpreter_path_names_the_triton_it_needs(monkeypatch):
+    """triton 3.6's interpreter cannot run the kernels (loop bounds loaded from memory): a clear
+    ValueError naming ``backend`` instead of an error from inside the interpreter."""
+    import triton
+
+    from suan_kernels.ops.unified_attention import op
+
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    with pytest.raises(ValueError, match=r"backend: .*triton >= 3\.7 \(installed: 3\.6\.0\)"):
+        call(sk.unified_attention, make_inputs([5], [1]), backend="triton")
+    for ok in ("3.7.0", "3.9.0", "3.10.1+gitabc"):
+        op.check_interpreter_version(ok)

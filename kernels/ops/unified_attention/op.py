@@ -70,6 +70,24 @@ def unified_attention(
     return run(call, backend)
 
 
+# The Triton interpreter runs the kernels on CPU tensors; triton 3.6's cannot iterate over loop
+# bounds loaded from memory (``range(e_lo, e_hi)``: "only 0-dimensional arrays can be converted to
+# Python scalars"); 3.7, 3.8 and 3.9 were checked. Compiled kernels ran with 3.6 on an H200.
+INTERPRETER_MIN_TRITON = (3, 7)
+
+
+def check_interpreter_version(version: Optional[str] = None) -> None:
+    """ValueError (naming ``backend``) when the installed triton's interpreter cannot run the kernels."""
+    import triton
+
+    version = version or triton.__version__
+    parts = tuple(int(x) for x in version.split("+")[0].split(".")[:2] if x.isdigit())
+    if parts < INTERPRETER_MIN_TRITON:
+        need = ".".join(map(str, INTERPRETER_MIN_TRITON))
+        raise ValueError(f"backend: 'triton' on CPU tensors runs the Triton interpreter, which needs triton >= {need} "
+                         f"(installed: {version}); use backend='reference', CUDA tensors, or a newer triton")
+
+
 def run(call: AttentionCall, backend: str = "auto") -> torch.Tensor:
     """``unified_attention`` of an ``AttentionCall``: checks, then the chosen backend."""
     check_metadata(call, backend)
@@ -82,6 +100,8 @@ def run(call: AttentionCall, backend: str = "auto") -> torch.Tensor:
         if call.q.dtype not in TRITON_DTYPES:
             raise ValueError(f"q: {call.q.dtype} is not supported by the Triton kernels (they compute in float32, "
                              "which would silently lose float64 precision); use backend='reference' or float32")
+        if not call.q.is_cuda:
+            check_interpreter_version()
         from .function import unified_attention_triton
 
         return unified_attention_triton(call)
