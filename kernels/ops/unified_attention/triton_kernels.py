@@ -324,12 +324,13 @@ def _joint_index(pos_idx, bk, JROW: tl.constexpr):
 
 
 @triton.jit
-def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, P, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
+def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
                  TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
     """(bias, time bucket) of pairs with w_pos indices ``pos_idx`` and timestamps ``ts_a[:, None]``,
     ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the joint table
     ``w_pos[r] + w_time[b]`` (``[buckets, JROW]``, bucket-major, JROW a power of two >= 2P - 1):
-    one gather per pair instead of two loads and an add; JROW = 0 with both terms (a joint table too large) reads the two tables."""
+    one gather per pair instead of two loads and an add; JROW = 0 with both terms (a joint table
+    too large) reads the two tables. ``pos_idx`` must lie in [0, 2P - 2]: no mask here."""
     if TS_MODE != 0:
         bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
         if HAS_POS:
@@ -355,9 +356,10 @@ def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS
     """(bias, time bucket, w_pos index) of a tile [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
         pos_idx = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
-    else:
-        pos_idx = _general_pos_index(pos_i, j_loc, P, POS_CLAMP)
-    bias, bk = _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, P, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+    else:  # always clamped: pairs a masked tile does not hold (columns past the sequence) reach
+        # beyond the table, and the look-up and the gradient's atomics take no mask
+        pos_idx = _general_pos_index(pos_i, j_loc, P, True)
+    bias, bk = _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
     return bias, bk, pos_idx
 
 
@@ -370,12 +372,10 @@ def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, JROW: 
     sums are the w_pos gradient and row sums the w_time gradient (the launcher reduces it); otherwise
     w_pos per pair and w_time per bucket present into ``acc_t``. No mask: a pair the tile does
     not hold has P = 0, so dS = 0, and a NaN dS adds nothing either (in int64 fixed point it would
-    add garbage); a masked tile's position indices are clamped into the table (columns past the
-    sequence reach beyond it), so every add stays in bounds. Not keeping the pair mask until the
-    atomics saves a register per pair."""
+    add garbage); a masked tile's position indices come clamped into the table (``_tile_bias``),
+    so every add stays in bounds. Not keeping the pair mask until the atomics saves a register per
+    pair."""
     ds = tl.where(ds == ds, ds, 0.0)
-    if not FULL:
-        pos_idx = tl.minimum(tl.maximum(pos_idx, 0), 2 * P - 2)
     if JROW > 0:
         if POS_GRAD or TIME_GRAD:
             _grad_add(DPOS, _joint_index(pos_idx, bk, JROW), ds, None, fxp, FIXED_POINT)
@@ -924,7 +924,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
         posT = _toeplitz_index(_block_delta(qb * BLOCK, start, n, R_DIL, PASS_B), mult, P, BLOCK, BLOCK, True,
                                POS_CLAMP)
-        biasT, _bk = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, P, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+        biasT, _bk = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
         Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
         DOt, dooff = _tile_base(DO, s0, qb * BLOCK, i_loc, stride_dot, dooff0, dv_, PASS_B)
         for i in tl.static_range(G):
@@ -940,10 +940,9 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         rows = s0 + i_loc
         ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
         pos_i = tl.minimum(i_loc, n)
-        relT = pos_i[None, :] - j_loc[:, None]
-        if POS_CLAMP:
-            relT = tl.minimum(tl.maximum(relT, -(P - 1)), P - 1)
-        biasT, _bk = _bias_lookup(relT + (P - 1), ts_j, ts_i, W_POS, W_TIME, P, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
+        # always clamped: pairs this tile does not hold reach beyond the table (the look-up is unmasked)
+        relT = tl.minimum(tl.maximum(pos_i[None, :] - j_loc[:, None], -(P - 1)), P - 1)
+        biasT, _bk = _bias_lookup(relT + (P - 1), ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
                                   INTERP)
         okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
                                   HAS_WINDOW))
