@@ -156,6 +156,13 @@ class FlexRunner:
         return out.transpose(1, 2).reshape(T, H, -1)
 
 
+def without_bias(case: Case) -> Case:
+    """The same case without bias tables or timestamps (the op's bias-free path)."""
+    import dataclasses
+
+    return dataclasses.replace(case, w_pos=None, w_time=None, timestamps=None)
+
+
 def time_bucket_int(dt: torch.Tensor, num_buckets: int) -> torch.Tensor:
     """``time_bucket`` without float64 (which a compiled score_mod may not lower): float32 log2,
     then corrected by at most one with integer shifts; exact for 0 <= dt < 2**62."""

@@ -3,7 +3,7 @@ cut short by its time limit keeps every line it printed), plus a kernel-level pr
 fused forward + backward and the autotuner's picks.
 
     python bench/gpu_quick.py --lengths 1024 4096 --impls triton triton-nobias flash sdpa flex \
-        --profile 4096 [--out results.jsonl]
+        --profile 4096 [--profile-impls triton triton-nobias] [--out results.jsonl]
 
 Implementations (bf16, dh=64, H=4, B=64, one target per sequence, the cases of bench/common.py):
 ``triton`` (the fused op, both bias tables), ``triton-nobias`` (the fused op without tables or
@@ -17,7 +17,6 @@ short lease, where a suite that is killed at its limit writes no JSON at all.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -27,8 +26,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (FlexRunner, dense_bytes, feasible, flops, make_case, run_flash_causal, run_op,  # noqa: E402
-                    run_sdpa)
+from common import (FlexRunner, dense_bytes, feasible, flops, make_case, without_bias,  # noqa: E402
+                    run_flash_causal, run_op, run_sdpa)
 
 IMPLS = ("triton", "triton-nobias", "flash", "sdpa", "flex", "reference")
 
@@ -37,7 +36,7 @@ def _fn(impl, case, flex):
     if impl == "triton":
         return lambda: run_op(case, "triton")
     if impl == "triton-nobias":
-        bare = dataclasses.replace(case, w_pos=None, w_time=None, timestamps=None)
+        bare = without_bias(case)
         return lambda: run_op(bare, "triton")
     if impl == "flash":
         return lambda: run_flash_causal(case)
@@ -78,9 +77,9 @@ def measure(impl: str, L: int, backward: bool, flex=None) -> dict:
             "tflops": fl / (ms * 1e-3) / 1e12, "first_call_s": first_s}
 
 
-def profile(L: int, rows: int = 14) -> None:
+def profile(L: int, impl: str = "triton", rows: int = 14) -> None:
     case = make_case(L, requires_grad=True)
-    fn = _with_backward(_fn("triton", case, None), case)
+    fn = _with_backward(_fn(impl, case, None), case)
     fn()
     torch.cuda.synchronize()
     from torch.profiler import ProfilerActivity, profile as prof
@@ -89,7 +88,7 @@ def profile(L: int, rows: int = 14) -> None:
         for _ in range(3):
             fn()
         torch.cuda.synchronize()
-    print(f"-- profile: fused forward + backward, L={L}, 3 calls (CUDA time by kernel) --")
+    print(f"-- profile: {impl} forward + backward, L={L}, 3 calls (CUDA time by kernel) --")
     print(p.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60))
 
 
@@ -109,7 +108,9 @@ def main(argv=None) -> None:
     ap.add_argument("--impls", nargs="+", default=["triton", "flash", "sdpa"], choices=IMPLS)
     ap.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
     ap.add_argument("--reference-max-len", type=int, default=2048)
-    ap.add_argument("--profile", type=int, nargs="*", default=[])
+    ap.add_argument("--profile", type=int, nargs="*", default=[], help="lengths to profile kernel by kernel")
+    ap.add_argument("--profile-impls", nargs="+", default=["triton", "triton-nobias"],
+                    choices=["triton", "triton-nobias"])
     ap.add_argument("--out", help="append one JSON line per measurement")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -138,7 +139,8 @@ def main(argv=None) -> None:
         torch.cuda.empty_cache()
     autotune_picks()
     for L in args.profile:
-        profile(L)
+        for impl in args.profile_impls:
+            profile(L, impl)
     by = {(r["impl"], r["L"], r["pass"]): r["ms"] for r in results}
     print("\n| L | pass | " + " | ".join(f"triton x vs {b}" for b in args.impls if b != "triton") + " |")
     for (impl, L, pas), ms in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2])):
