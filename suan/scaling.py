@@ -137,23 +137,44 @@ def fit_all(runs: List[dict], n_boot: int = 200) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Runs
 # ----------------------------------------------------------------------------------------------
-def _run_path(out_dir, kind, grade, size, teacher=None):
-    name = f"{kind}-{grade}-D{size}" + (f"-T{teacher}" if teacher else "")
+def _lr_tag(p: ScalingPreset, lr: Optional[float]) -> str:
+    """'' for the preset's own rate (the names of sweeps made before per-grade rates), else -lr<lr>."""
+    return "" if lr is None or lr == p.lr else f"-lr{lr:g}"
+
+
+def _run_path(out_dir, kind, grade, size, teacher=None, lr_tag=""):
+    name = f"{kind}-{grade}-D{size}" + (f"-T{teacher}" if teacher else "") + lr_tag
     return os.path.join(out_dir, "runs", name + ".json")
 
 
+def _tmp_dir(out_dir, grade, size, teacher=None, lr_tag=""):
+    return os.path.join(out_dir, "tmp", f"{grade}-{size}-{teacher}{lr_tag}")
+
+
+def _best_valid(res: dict, side: str = "model") -> Optional[dict]:
+    """The valid metrics of the epoch a run kept (its best, else its last): {auc, logloss}."""
+    valid = res.get("valid") or []
+    if not valid:
+        return None
+    best = res.get("best_epoch")
+    entry = next((v for v in valid if v.get("epoch") == best), valid[-1])
+    m = entry.get(side) or entry.get("model") or {}
+    return {"auc": m.get("auc"), "logloss": m.get("logloss"), "epoch": entry.get("epoch")}
+
+
 def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher: Optional[str] = None,
-           progress: bool = False) -> dict:
+           progress: bool = False, lr: Optional[float] = None) -> dict:
     from .train import TrainConfig, short_run, train
 
     # a long run checkpoints every few hundred steps and resumes (its settings checked) when the
     # sweep is restarted, so no more than that is lost to an interruption
+    lr = p.lr if lr is None else lr
     n = min(size, len(store.split("train")))
     epochs = min(p.max_epochs, max(1, round(p.epoch_budget / n))) if p.epoch_budget else 1
-    common = short_run(grade=grade, epochs=epochs, batch_size=p.batch_size, max_len=p.max_len, lr=p.lr,
-                       embedding_lr=p.lr, train_samples=size, progress=progress, resume=True, checkpoint_every=300,
+    common = short_run(grade=grade, epochs=epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
+                       embedding_lr=lr, train_samples=size, progress=progress, resume=True, checkpoint_every=300,
                        early_stopping=1 if epochs > 1 else 0)
-    tmp = os.path.join(out_dir, "tmp", f"{grade}-{size}-{teacher}")
+    tmp = _tmp_dir(out_dir, grade, size, teacher, _lr_tag(p, lr))
     t0 = time.perf_counter()
     if teacher:
         from .compare import distill_config
@@ -163,8 +184,9 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
         cfg = TrainConfig(model="suan", out_dir=tmp, **common)
     res = train(cfg, store)
     out = {"grade": grade, "train_samples": int(n), "seconds": time.perf_counter() - t0,
-           "train_samples_per_s": res.get("train_samples_per_s"), "epochs": epochs,
-           "best_epoch": res.get("best_epoch"), "epochs_trained": res.get("epochs_trained")}
+           "train_samples_per_s": res.get("train_samples_per_s"), "epochs": epochs, "lr": lr,
+           "best_epoch": res.get("best_epoch"), "epochs_trained": res.get("epochs_trained"),
+           "valid": _best_valid(res, "student" if teacher else "model")}
     if teacher:
         out.update({"teacher": teacher, "test": res["test"]["student"], "teacher_test": res["test"]["teacher"],
                     "non_embedding_params": res["params"]["student"]["non_embedding"],
@@ -183,6 +205,48 @@ def _run_once(path: str, run) -> Tuple[dict, bool]:
     r = run()
     write_json(path, r)
     return r, False
+
+
+def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float) -> Optional[dict]:
+    """A run's valid metrics; runs stored before they were recorded get them from the run's own
+    results in ``tmp/`` (and the run file is rewritten with them)."""
+    if r.get("valid"):
+        return r["valid"]
+    res_path = os.path.join(_tmp_dir(out_dir, grade, size, None, _lr_tag(p, lr)), "results.json")
+    if not os.path.exists(res_path):
+        return None
+    with open(res_path) as f:
+        v = _best_valid(json.load(f))
+    if v is not None:
+        write_json(path, {**r, "lr": r.get("lr", lr), "valid": v})
+    return v
+
+
+def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence[int], progress: bool = False
+                          ) -> Tuple[Dict[str, float], List[dict]]:
+    """Per grade, the rate of ``p.lr_grid`` with the best valid LogLoss at ``p.tune_size`` samples
+    (its runs are ordinary runs of the sweep, kept and reused); ``p.lr`` for all without a grid."""
+    if not p.lr_grid:
+        return {g: p.lr for g in p.grades}, []
+    tune = min(p.tune_size or min(sizes), len(store.split("train")))
+    chosen, rows = {}, []
+    for grade in p.grades:
+        scores = []
+        for lr in p.lr_grid:
+            path = _run_path(out_dir, "suan", grade, tune, lr_tag=_lr_tag(p, lr))
+            r, _ = _run_once(path, lambda: _train(store, p, grade, tune, out_dir, progress=progress, lr=lr))
+            v = _valid_of(path, r, p, out_dir, grade, tune, lr)
+            if v is None or v.get("logloss") is None:
+                raise RuntimeError(f"{path}: no valid metrics to choose a learning rate from")
+            scores.append((v["logloss"], lr))
+            rows.append({"grade": grade, "lr": lr, "train_samples": tune, "valid_logloss": v["logloss"],
+                         "valid_auc": v["auc"]})
+        chosen[grade] = min(scores)[1]
+        for row in rows[-len(scores):]:
+            row["chosen"] = row["lr"] == chosen[grade]
+        print(f"  {grade}: learning rate {chosen[grade]:g} (valid LogLoss at D={tune}: "
+              + ", ".join(f"{lr:g} -> {ll:.4f}" for ll, lr in scores) + ")", flush=True)
+    return chosen, rows
 
 
 def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data: Optional[str] = None,
@@ -211,6 +275,7 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
     plan = {"preset": preset, "data": p.data, "grades": list(p.grades), "data_sizes": sizes}
     plan_path = os.path.join(out_dir, "plan.json")
     started = time.strftime("%Y-%m-%d %H:%M")
+    lr_info = {"lr": p.lr, "lr_grid": list(p.lr_grid), "tune_size": p.tune_size}
     if os.path.exists(plan_path):
         try:
             with open(plan_path) as f:
@@ -219,12 +284,15 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
                 started = before.get("started", started)
         except (OSError, ValueError):
             pass
-    write_json(plan_path, {**plan, "started": started})
+    write_json(plan_path, {**plan, **lr_info, "started": started})
+    lr_by_grade, lr_tuning = choose_learning_rates(store, p, out_dir, sizes, progress)
+    write_json(plan_path, {**plan, **lr_info, "lr_by_grade": lr_by_grade, "started": started})
     runs = []
     for size in sizes:
         for grade in p.grades:
-            r, before = _run_once(_run_path(out_dir, "suan", grade, size),
-                                  lambda: _train(store, p, grade, size, out_dir, progress=progress))
+            lr = lr_by_grade[grade]
+            r, before = _run_once(_run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p, lr)),
+                                  lambda: _train(store, p, grade, size, out_dir, progress=progress, lr=lr))
             if before:
                 print(f"  {grade} D={size}: done before (logloss {r['test']['logloss']:.4f})", flush=True)
             else:
@@ -234,16 +302,18 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
     curve = []
     if distill:
         size = min(p.distill_size or max(sizes), n_train)
+        lr = lr_by_grade.get(p.student_grade, p.lr)  # the student's rate, shared by the joint run
         for teacher in p.distill_teachers:
-            r, _ = _run_once(_run_path(out_dir, "distill", p.student_grade, size, teacher),
+            r, _ = _run_once(_run_path(out_dir, "distill", p.student_grade, size, teacher, _lr_tag(p, lr)),
                              lambda: _train(store, p, p.student_grade, size, out_dir, teacher=teacher,
-                                            progress=progress))
+                                            progress=progress, lr=lr))
             print(f"  LightSUAN {p.student_grade} distilled from SUAN {teacher} (D={size}): auc "
                   f"{r['test']['auc']:.4f}", flush=True)
             curve.append(r)
     result = {"preset": preset, "data": p.data, "settings": {k: (list(v) if isinstance(v, tuple) else v)
                                                             for k, v in dataclasses.asdict(p).items()},
-              "oracle": store.info.get("oracle_auc"), "fits": fit_all(runs, n_boot), "runs": runs}
+              "oracle": store.info.get("oracle_auc"), "fits": fit_all(runs, n_boot), "runs": runs,
+              "lr_by_grade": lr_by_grade, "lr_tuning": lr_tuning}
     if distill:
         result["distill"] = _distill_summary(curve, runs, p)
     result["wall_time_s"] = time.perf_counter() - t0
@@ -377,12 +447,21 @@ def render_report(out_dir: str) -> str:
               "95% intervals from bootstrap over runs. `params`: at the largest data size; `data`: at the "
               "largest grade; `joint`: all runs. Exponents are searched on a bounded grid (0.01-2.0; joint 0.02-1.5): an interval "
               "that ends at a grid edge is not bounded by the data.", "",
-              "## Runs", "", "| grade | non-emb params | train samples | test LogLoss | AUC | GAUC | seconds |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "## Runs", "", "| grade | non-emb params | train samples | lr | test LogLoss | AUC | GAUC | seconds |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    base_lr = res.get("settings", {}).get("lr")
     for r in sorted(res["runs"], key=lambda r: (r["train_samples"], r["non_embedding_params"])):
         t = r["test"]
-        lines.append(f"| {r['grade']} | {r['non_embedding_params']:,} | {r['train_samples']:,} | {t['logloss']:.4f} | "
+        lr = r.get("lr", base_lr)
+        lines.append(f"| {r['grade']} | {r['non_embedding_params']:,} | {r['train_samples']:,} | "
+                     f"{'-' if lr is None else f'{lr:g}'} | {t['logloss']:.4f} | "
                      f"{t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | {r['seconds']:.0f} |")
+    if res.get("lr_tuning"):
+        lines += ["", "## Learning rate per grade (chosen on valid LogLoss; the test split never chooses)", "",
+                  "| grade | lr | train samples | valid LogLoss | valid AUC | chosen |", "|---|---:|---:|---:|---:|---|"]
+        for row in res["lr_tuning"]:
+            lines.append(f"| {row['grade']} | {row['lr']:g} | {row['train_samples']:,} | {row['valid_logloss']:.4f} | "
+                         f"{row['valid_auc']:.4f} | {'yes' if row.get('chosen') else ''} |")
     if os.path.exists(os.path.join(out_dir, "scaling.png")):
         lines += ["", "![scaling](scaling.png)", ""]
     else:
@@ -415,9 +494,14 @@ def render_progress(out_dir: str) -> str:
     with open(os.path.join(out_dir, "plan.json")) as f:
         plan = json.load(f)
     done = {}
+    base_lr, lr_by_grade = plan.get("lr"), plan.get("lr_by_grade") or {}
+
+    def tag(lr):
+        return "" if lr is None or base_lr is None or lr == base_lr else f"-lr{lr:g}"
+
     for grade in plan["grades"]:
         for size in plan["data_sizes"]:
-            path = _run_path(out_dir, "suan", grade, size)
+            path = _run_path(out_dir, "suan", grade, size, lr_tag=tag(lr_by_grade.get(grade)))
             if os.path.exists(path):
                 with open(path) as f:
                     done[(grade, size)] = json.load(f)
@@ -437,6 +521,11 @@ def render_progress(out_dir: str) -> str:
     left = [f"{g} D={d}" for d in plan["data_sizes"] for g in plan["grades"] if (g, d) not in done]
     if left:
         lines += ["", "Left: " + ", ".join(left) + "."]
+    if plan.get("lr_grid"):
+        lines += ["", f"Learning rates tried per grade at D={plan.get('tune_size')}: "
+                  + ", ".join(f"{lr:g}" for lr in plan["lr_grid"]) + "; "
+                  + ("chosen (best valid LogLoss): " + ", ".join(f"{g} {lr:g}" for g, lr in lr_by_grade.items())
+                     if lr_by_grade else "not all chosen yet") + "."]
     md = "\n".join(lines) + "\n"
     write_text(os.path.join(out_dir, "progress.md"), md)
     return md

@@ -68,6 +68,45 @@ def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(out, "progress.md"))
 
 
+def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch):
+    """Each grade's rate comes from the grid by valid LogLoss at tune_size (never the test split);
+    every run of the grade uses it; the preset's own rate keeps the old run names; a run stored
+    before valid metrics were recorded gets them from its results in tmp/."""
+    preset = scaling.ScalingPreset(data="synthetic:tiny", grades=("g0", "g1"), data_sizes=(3000, 6000), max_len=16,
+                                   batch_size=128, lr=3e-3, lr_grid=(3e-3, 3e-4), tune_size=3000)
+    monkeypatch.setitem(SCALING_PRESETS, "lrtest", preset)
+    out = str(tmp_path / "s")
+    res = scaling.run_scaling(out, preset="lrtest", data_dir=str(tmp_path / "data"), n_boot=5)
+    rows = res["lr_tuning"]
+    assert len(rows) == 4 and set(res["lr_by_grade"]) == {"g0", "g1"}
+    for g in ("g0", "g1"):
+        mine = [r for r in rows if r["grade"] == g]
+        best = min(mine, key=lambda r: r["valid_logloss"])
+        assert res["lr_by_grade"][g] == best["lr"] and best["chosen"] and sum(r["chosen"] for r in mine) == 1
+        assert all(r["lr"] == best["lr"] for r in res["runs"] if r["grade"] == g)
+    names = sorted(os.listdir(os.path.join(out, "runs")))
+    assert "suan-g0-D3000.json" in names and "suan-g0-D3000-lr0.0003.json" in names
+    # 4 tuning runs at D=3000 (reused by the grid) + one run per grade at D=6000
+    assert len(names) == 6 and len(res["runs"]) == 4
+    with open(os.path.join(out, "plan.json")) as f:
+        assert json.load(f)["lr_by_grade"] == res["lr_by_grade"]
+    # an old run file without valid metrics: read back from its tmp/ results, nothing retrained
+    path = os.path.join(out, "runs", "suan-g1-D3000.json")
+    with open(path) as f:
+        old = json.load(f)
+    old.pop("valid"), old.pop("lr")
+    with open(path, "w") as f:
+        json.dump(old, f)
+    monkeypatch.setattr(scaling, "_train", lambda *a, **k: pytest.fail("retrained a finished run"))
+    again = scaling.run_scaling(out, preset="lrtest", data_dir=str(tmp_path / "data"), n_boot=5)
+    assert again["lr_by_grade"] == res["lr_by_grade"]
+    with open(path) as f:
+        assert json.load(f)["valid"]["logloss"] == next(r["valid_logloss"] for r in rows
+                                                         if r["grade"] == "g1" and r["lr"] == 3e-3)
+    md = scaling.render_report(out)
+    assert "Learning rate per grade" in md and "| lr |" in md
+
+
 def test_compare_smoke_on_synthetic(tmp_path):
     rep = run_compare("synthetic:tiny", str(tmp_path / "c"), models=["dnn", "din", "lightsuan", "lightsuan-distilled"],
                       seeds=[0, 1], data_dir=str(tmp_path / "data"), max_len=16, lr_grid=(1e-3, 3e-3),
