@@ -161,6 +161,9 @@ class ScalingPreset:
     # epoch at 1e-3 in the cpu sweep (valid AUC 0.514; 0.628 at 3e-4).
     lr_grid: Sequence[float] = ()
     tune_size: Optional[int] = None  # default: the smallest data size
+    # a grade whose best rate is at an edge of the grid tries the next one beyond it (the grid's
+    # own ratio), up to this many times, so every choice is bracketed (as `suan compare` does)
+    grid_extensions: int = 0
     note: str = ""
 
 
@@ -172,13 +175,14 @@ SCALING_PRESETS: Dict[str, ScalingPreset] = {
     "cpu": ScalingPreset(data="synthetic:scaling", grades=("g0", "g1", "g2", "g3", "g4"),
                          data_sizes=(7500, 15000, 30000, 60000, 120000, 240000), epoch_budget=60000, max_epochs=4,
                          distill_teachers=("g1", "g2", "g3"), distill_size=120000, lr_grid=(1e-3, 3e-4),
-                         tune_size=15000,
+                         tune_size=15000, grid_extensions=1,
                          note="g0-g4 (650x parameters) x 7.5k-230k samples (31x), small D trained up to 4 epochs "
                               "with early stopping, the learning rate per grade picked on valid at 15k samples; "
                               "several hours on a 2-core CPU (g4 runs at 30-70 samples/s)"),
     "gpu": ScalingPreset(data="synthetic:large", grades=("g0", "g1", "g2", "g3", "g4", "g5", "g6"),
                          data_sizes=(100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 20_000_000),
                          max_len=256, batch_size=1024, lr=5e-4, lr_grid=(1e-3, 5e-4, 2e-4), tune_size=300_000,
+                         grid_extensions=1,
                          distill_teachers=("g1", "g2", "g3", "g4", "g5", "g6"),
                          distill_size=3_000_000, note="grades spanning 4000x parameters, data 200x; not yet timed on an H200"),
 }

@@ -232,7 +232,8 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
     chosen, rows = {}, []
     for grade in p.grades:
         scores = []
-        for lr in p.lr_grid:
+
+        def score(lr):
             path = _run_path(out_dir, "suan", grade, tune, lr_tag=_lr_tag(p, lr))
             r, _ = _run_once(path, lambda: _train(store, p, grade, tune, out_dir, progress=progress, lr=lr))
             v = _valid_of(path, r, p, out_dir, grade, tune, lr)
@@ -241,6 +242,20 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
             scores.append((v["logloss"], lr))
             rows.append({"grade": grade, "lr": lr, "train_samples": tune, "valid_logloss": v["logloss"],
                          "valid_auc": v["auc"]})
+
+        grid = sorted(p.lr_grid)
+        for lr in grid:
+            score(lr)
+        for _ in range(p.grid_extensions if len(grid) > 1 else 0):
+            best = min(scores)[1]
+            if best == grid[0]:
+                new = float(f"{best / (grid[1] / grid[0]):.3g}")
+            elif best == grid[-1]:
+                new = float(f"{best * (grid[-1] / grid[-2]):.3g}")
+            else:
+                break
+            score(new)
+            grid = sorted(grid + [new])
         chosen[grade] = min(scores)[1]
         for row in rows[-len(scores):]:
             row["chosen"] = row["lr"] == chosen[grade]

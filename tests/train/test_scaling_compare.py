@@ -73,12 +73,15 @@ def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch)
     every run of the grade uses it; the preset's own rate keeps the old run names; a run stored
     before valid metrics were recorded gets them from its results in tmp/."""
     preset = scaling.ScalingPreset(data="synthetic:tiny", grades=("g0", "g1"), data_sizes=(3000, 6000), max_len=16,
-                                   batch_size=128, lr=3e-3, lr_grid=(3e-3, 3e-4), tune_size=3000)
+                                   batch_size=128, lr=3e-3, lr_grid=(3e-3, 3e-4), tune_size=3000, grid_extensions=1)
     monkeypatch.setitem(SCALING_PRESETS, "lrtest", preset)
     out = str(tmp_path / "s")
     res = scaling.run_scaling(out, preset="lrtest", data_dir=str(tmp_path / "data"), n_boot=5)
     rows = res["lr_tuning"]
-    assert len(rows) == 4 and set(res["lr_by_grade"]) == {"g0", "g1"}
+    assert set(res["lr_by_grade"]) == {"g0", "g1"}
+    for g in ("g0", "g1"):  # a two-point grid has its best at an edge: one step (x10) beyond it was tried
+        mine = sorted(r["lr"] for r in rows if r["grade"] == g)
+        assert mine in ([3e-5, 3e-4, 3e-3], [3e-4, 3e-3, 3e-2]), mine
     for g in ("g0", "g1"):
         mine = [r for r in rows if r["grade"] == g]
         best = min(mine, key=lambda r: r["valid_logloss"])
@@ -86,8 +89,8 @@ def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch)
         assert all(r["lr"] == best["lr"] for r in res["runs"] if r["grade"] == g)
     names = sorted(os.listdir(os.path.join(out, "runs")))
     assert "suan-g0-D3000.json" in names and "suan-g0-D3000-lr0.0003.json" in names
-    # 4 tuning runs at D=3000 (reused by the grid) + one run per grade at D=6000
-    assert len(names) == 6 and len(res["runs"]) == 4
+    # 6 tuning runs at D=3000 (the chosen one reused by the grid) + one run per grade at D=6000
+    assert len(rows) == 6 and len(names) == 8 and len(res["runs"]) == 4
     with open(os.path.join(out, "plan.json")) as f:
         assert json.load(f)["lr_by_grade"] == res["lr_by_grade"]
     # an old run file without valid metrics: read back from its tmp/ results, nothing retrained
