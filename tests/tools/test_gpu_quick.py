@@ -21,6 +21,7 @@ def quick():
         sys.path.remove(BENCH)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile:UserWarning")
 def test_rows_compute_their_functions(quick):
     gpu_quick, common = quick
     case = common.make_case(40, B=2, H=2, dh=16, dtype=torch.float32, device="cpu", requires_grad=True)
