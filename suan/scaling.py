@@ -18,6 +18,7 @@ distilled LightSUAN beats SUAN one grade higher.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import time
@@ -222,10 +223,11 @@ def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, si
     return v
 
 
-def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence[int], progress: bool = False
-                          ) -> Tuple[Dict[str, float], List[dict]]:
+def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence[int], progress: bool = False,
+                          on_choice=None) -> Tuple[Dict[str, float], List[dict]]:
     """Per grade, the rate of ``p.lr_grid`` with the best valid LogLoss at ``p.tune_size`` samples
-    (its runs are ordinary runs of the sweep, kept and reused); ``p.lr`` for all without a grid."""
+    (its runs are ordinary runs of the sweep, kept and reused); ``p.lr`` for all without a grid.
+    ``on_choice(chosen_so_far)`` is called after each grade (the sweep records it in its plan)."""
     if not p.lr_grid:
         return {g: p.lr for g in p.grades}, []
     tune = min(p.tune_size or min(sizes), len(store.split("train")))
@@ -257,6 +259,8 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
             score(new)
             grid = sorted(grid + [new])
         chosen[grade] = min(scores)[1]
+        if on_choice is not None:
+            on_choice(dict(chosen))
         for row in rows[-len(scores):]:
             row["chosen"] = row["lr"] == chosen[grade]
         print(f"  {grade}: learning rate {chosen[grade]:g} (valid LogLoss at D={tune}: "
@@ -300,7 +304,9 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
         except (OSError, ValueError):
             pass
     write_json(plan_path, {**plan, **lr_info, "started": started})
-    lr_by_grade, lr_tuning = choose_learning_rates(store, p, out_dir, sizes, progress)
+    lr_by_grade, lr_tuning = choose_learning_rates(
+        store, p, out_dir, sizes, progress,
+        on_choice=lambda so_far: write_json(plan_path, {**plan, **lr_info, "lr_by_grade": so_far, "started": started}))
     write_json(plan_path, {**plan, **lr_info, "lr_by_grade": lr_by_grade, "started": started})
     runs = []
     for size in sizes:
@@ -515,6 +521,8 @@ def render_progress(out_dir: str) -> str:
         return "" if lr is None or base_lr is None or lr == base_lr else f"-lr{lr:g}"
 
     for grade in plan["grades"]:
+        if plan.get("lr_grid") and grade not in lr_by_grade:
+            continue  # its rate is not chosen yet: no run of the grid counts
         for size in plan["data_sizes"]:
             path = _run_path(out_dir, "suan", grade, size, lr_tag=tag(lr_by_grade.get(grade)))
             if os.path.exists(path):
@@ -537,10 +545,25 @@ def render_progress(out_dir: str) -> str:
     if left:
         lines += ["", "Left: " + ", ".join(left) + "."]
     if plan.get("lr_grid"):
-        lines += ["", f"Learning rates tried per grade at D={plan.get('tune_size')}: "
-                  + ", ".join(f"{lr:g}" for lr in plan["lr_grid"]) + "; "
-                  + ("chosen (best valid LogLoss): " + ", ".join(f"{g} {lr:g}" for g, lr in lr_by_grade.items())
-                     if lr_by_grade else "not all chosen yet") + "."]
+        tune = plan.get("tune_size") or min(plan["data_sizes"])
+        lines += ["", f"## Learning rate per grade (valid LogLoss at D={tune:,}; the test split never chooses)", "",
+                  f"Grid {', '.join(f'{lr:g}' for lr in plan['lr_grid'])}, extended past a best rate at its edge. "
+                  + ("Chosen: " + ", ".join(f"{g} {lr:g}" for g, lr in lr_by_grade.items()) + "."
+                     if lr_by_grade else "None chosen yet.")
+                  + ("" if len(lr_by_grade) == len(plan["grades"]) else " A grade without a choice has no runs "
+                     "counted above."), "",
+                  "| grade | lr | valid LogLoss | valid AUC | best epoch | chosen |", "|---|---:|---:|---:|---:|---|"]
+        for grade in plan["grades"]:
+            for path in sorted(glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}.json"))
+                               + sorted(glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}-lr*.json")))):
+                with open(path) as f:
+                    r = json.load(f)
+                v = r.get("valid") or {}
+                lr = r.get("lr", base_lr)
+                ll, auc = v.get("logloss"), v.get("auc")
+                lines.append(f"| {grade} | {'-' if lr is None else f'{lr:g}'} | "
+                             f"{'-' if ll is None else f'{ll:.4f}'} | {'-' if auc is None else f'{auc:.4f}'} | "
+                             f"{v.get('epoch') or '-'} | {'yes' if lr_by_grade.get(grade) == lr else ''} |")
     md = "\n".join(lines) + "\n"
     write_text(os.path.join(out_dir, "progress.md"), md)
     return md
