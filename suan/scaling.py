@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import GRADE_BY_NAME, get_grade
 from .rundir import RunLock
+from .errors import UserError
 from .io import save_figure, write_json, write_text
 from .plotting import INSTALL_HINT, pyplot
 from .defaults import SCALING_PRESETS, ScalingPreset, preset as choose_preset
@@ -240,7 +241,8 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
             r, _ = _run_once(path, lambda: _train(store, p, grade, tune, out_dir, progress=progress, lr=lr))
             v = _valid_of(path, r, p, out_dir, grade, tune, lr)
             if v is None or v.get("logloss") is None:
-                raise RuntimeError(f"{path}: no valid metrics to choose a learning rate from")
+                raise UserError(f"{path}: no valid metrics to choose a learning rate from (its tmp/ results are "
+                                "gone); delete the run file to train it again")
             scores.append((v["logloss"], lr))
             rows.append({"grade": grade, "lr": lr, "train_samples": tune, "valid_logloss": v["logloss"],
                          "valid_auc": v["auc"]})
