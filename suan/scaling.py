@@ -154,7 +154,7 @@ def _tmp_dir(out_dir, grade, size, teacher=None, lr_tag=""):
 
 
 def _best_valid(res: dict, side: str = "model") -> Optional[dict]:
-    """The valid metrics of the epoch a run kept (its best, else its last): {auc, logloss}."""
+    """The valid metrics of the epoch a run kept (its best, else its last): {auc, logloss, epoch}."""
     valid = res.get("valid") or []
     if not valid:
         return None
@@ -162,6 +162,15 @@ def _best_valid(res: dict, side: str = "model") -> Optional[dict]:
     entry = next((v for v in valid if v.get("epoch") == best), valid[-1])
     m = entry.get(side) or entry.get("model") or {}
     return {"auc": m.get("auc"), "logloss": m.get("logloss"), "epoch": entry.get("epoch")}
+
+
+def _valid_epochs(res: dict, side: str = "model") -> List[dict]:
+    """Every epoch's valid {auc, logloss, epoch} of a run."""
+    out = []
+    for entry in res.get("valid") or []:
+        m = entry.get(side) or entry.get("model") or {}
+        out.append({"auc": m.get("auc"), "logloss": m.get("logloss"), "epoch": entry.get("epoch")})
+    return out
 
 
 def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher: Optional[str] = None,
@@ -188,7 +197,8 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     out = {"grade": grade, "train_samples": int(n), "seconds": time.perf_counter() - t0,
            "train_samples_per_s": res.get("train_samples_per_s"), "epochs": epochs, "lr": lr,
            "best_epoch": res.get("best_epoch"), "epochs_trained": res.get("epochs_trained"),
-           "valid": _best_valid(res, "student" if teacher else "model")}
+           "valid": _best_valid(res, "student" if teacher else "model"),
+           "valid_epochs": _valid_epochs(res, "student" if teacher else "model")}
     if teacher:
         out.update({"teacher": teacher, "test": res["test"]["student"], "teacher_test": res["test"]["teacher"],
                     "non_embedding_params": res["params"]["student"]["non_embedding"],
@@ -209,25 +219,30 @@ def _run_once(path: str, run) -> Tuple[dict, bool]:
     return r, False
 
 
-def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float) -> Optional[dict]:
-    """A run's valid metrics; runs stored before they were recorded get them from the run's own
-    results in ``tmp/`` (and the run file is rewritten with them)."""
-    if r.get("valid"):
-        return r["valid"]
-    res_path = os.path.join(_tmp_dir(out_dir, grade, size, None, _lr_tag(p, lr)), "results.json")
-    if not os.path.exists(res_path):
-        return None
-    with open(res_path) as f:
-        v = _best_valid(json.load(f))
-    if v is not None:
-        write_json(path, {**r, "lr": r.get("lr", lr), "valid": v})
-    return v
+def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float
+              ) -> Optional[dict]:
+    """A run's lowest valid LogLoss over its epochs, {auc, logloss, epoch} of that epoch; runs stored
+    before the valid metrics were recorded get them from their own results in ``tmp/`` (and the run
+    file is rewritten with them)."""
+    if not r.get("valid_epochs"):
+        res_path = os.path.join(_tmp_dir(out_dir, grade, size, None, _lr_tag(p, lr)), "results.json")
+        if not os.path.exists(res_path):
+            return None
+        with open(res_path) as f:
+            res = json.load(f)
+        r = {**r, "lr": r.get("lr", lr), "valid": _best_valid(res), "valid_epochs": _valid_epochs(res)}
+        write_json(path, r)
+    scored = [e for e in r["valid_epochs"] if e.get("logloss") is not None]
+    return min(scored, key=lambda e: e["logloss"]) if scored else None
 
 
 def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence[int], progress: bool = False,
                           on_choice=None) -> Tuple[Dict[str, float], List[dict]]:
-    """Per grade, the rate of ``p.lr_grid`` with the best valid LogLoss at ``p.tune_size`` samples
-    (its runs are ordinary runs of the sweep, kept and reused); ``p.lr`` for all without a grid.
+    """Per grade, the rate of ``p.lr_grid`` with the lowest valid LogLoss (over a run's epochs) at
+    ``p.tune_size`` samples (its runs are ordinary runs of the sweep, kept and reused); ``p.lr`` for
+    all without a grid. Over the epochs, not at the epoch a run keeps: runs keep their best valid
+    AUC epoch, and a fast rate's later epochs can gain AUC while their LogLoss (the scaling law's
+    metric) has already turned (g4 at 3e-4 kept epoch 3, LogLoss 0.620; its epoch 1 had 0.589).
     ``on_choice(chosen_so_far)`` is called after each grade (the sweep records it in its plan)."""
     if not p.lr_grid:
         return {g: p.lr for g in p.grades}, []
@@ -245,7 +260,7 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
                                 "gone); delete the run file to train it again")
             scores.append((v["logloss"], lr))
             rows.append({"grade": grade, "lr": lr, "train_samples": tune, "valid_logloss": v["logloss"],
-                         "valid_auc": v["auc"]})
+                         "valid_auc": v["auc"], "epoch": v.get("epoch")})
 
         grid = sorted(p.lr_grid)
         for lr in grid:
@@ -480,11 +495,12 @@ def render_report(out_dir: str) -> str:
                      f"{'-' if lr is None else f'{lr:g}'} | {t['logloss']:.4f} | "
                      f"{t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | {r['seconds']:.0f} |")
     if res.get("lr_tuning"):
-        lines += ["", "## Learning rate per grade (chosen on valid LogLoss; the test split never chooses)", "",
-                  "| grade | lr | train samples | valid LogLoss | valid AUC | chosen |", "|---|---:|---:|---:|---:|---|"]
+        lines += ["", "## Learning rate per grade (lowest valid LogLoss over a run's epochs; the test split never "
+                  "chooses)", "", "| grade | lr | train samples | valid LogLoss | valid AUC | epoch | chosen |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for row in res["lr_tuning"]:
             lines.append(f"| {row['grade']} | {row['lr']:g} | {row['train_samples']:,} | {row['valid_logloss']:.4f} | "
-                         f"{row['valid_auc']:.4f} | {'yes' if row.get('chosen') else ''} |")
+                         f"{row['valid_auc']:.4f} | {row.get('epoch') or '-'} | {'yes' if row.get('chosen') else ''} |")
     if os.path.exists(os.path.join(out_dir, "scaling.png")):
         lines += ["", "![scaling](scaling.png)", ""]
     else:
@@ -548,19 +564,22 @@ def render_progress(out_dir: str) -> str:
         lines += ["", "Left: " + ", ".join(left) + "."]
     if plan.get("lr_grid"):
         tune = plan.get("tune_size") or min(plan["data_sizes"])
-        lines += ["", f"## Learning rate per grade (valid LogLoss at D={tune:,}; the test split never chooses)", "",
+        lines += ["", f"## Learning rate per grade (lowest valid LogLoss at D={tune:,}; the test split never "
+                  "chooses)", "",
                   f"Grid {', '.join(f'{lr:g}' for lr in plan['lr_grid'])}, extended past a best rate at its edge. "
                   + ("Chosen: " + ", ".join(f"{g} {lr:g}" for g, lr in lr_by_grade.items()) + "."
                      if lr_by_grade else "None chosen yet.")
                   + ("" if len(lr_by_grade) == len(plan["grades"]) else " A grade without a choice has no runs "
                      "counted above."), "",
-                  "| grade | lr | valid LogLoss | valid AUC | best epoch | chosen |", "|---|---:|---:|---:|---:|---|"]
+                  "| grade | lr | lowest valid LogLoss | valid AUC there | epoch | chosen |",
+                  "|---|---:|---:|---:|---:|---|"]
         for grade in plan["grades"]:
             for path in sorted(glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}.json"))
                                + sorted(glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}-lr*.json")))):
                 with open(path) as f:
                     r = json.load(f)
-                v = r.get("valid") or {}
+                epochs = [e for e in r.get("valid_epochs") or [] if e.get("logloss") is not None]
+                v = min(epochs, key=lambda e: e["logloss"]) if epochs else {}
                 lr = r.get("lr", base_lr)
                 ll, auc = v.get("logloss"), v.get("auc")
                 lines.append(f"| {grade} | {'-' if lr is None else f'{lr:g}'} | "

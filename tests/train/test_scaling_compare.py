@@ -69,7 +69,8 @@ def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
 
 
 def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch):
-    """Each grade's rate comes from the grid by valid LogLoss at tune_size (never the test split);
+    """Each grade's rate comes from the grid by its lowest valid LogLoss over the epochs of its run at
+    tune_size (never the test split);
     every run of the grade uses it; the preset's own rate keeps the old run names; a run stored
     before valid metrics were recorded gets them from its results in tmp/."""
     preset = scaling.ScalingPreset(data="synthetic:tiny", grades=("g0", "g1"), data_sizes=(3000, 6000), max_len=16,
@@ -97,15 +98,17 @@ def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch)
     path = os.path.join(out, "runs", "suan-g1-D3000.json")
     with open(path) as f:
         old = json.load(f)
-    old.pop("valid"), old.pop("lr")
+    old.pop("valid"), old.pop("valid_epochs"), old.pop("lr")
     with open(path, "w") as f:
         json.dump(old, f)
     monkeypatch.setattr(scaling, "_train", lambda *a, **k: pytest.fail("retrained a finished run"))
     again = scaling.run_scaling(out, preset="lrtest", data_dir=str(tmp_path / "data"), n_boot=5)
     assert again["lr_by_grade"] == res["lr_by_grade"]
-    with open(path) as f:
-        assert json.load(f)["valid"]["logloss"] == next(r["valid_logloss"] for r in rows
-                                                         if r["grade"] == "g1" and r["lr"] == 3e-3)
+    with open(path) as f:  # restored; the choice reads the lowest valid LogLoss over the run's epochs
+        restored = json.load(f)
+    assert restored["valid"]["epoch"] == restored["best_epoch"]
+    assert min(e["logloss"] for e in restored["valid_epochs"]) == next(
+        r["valid_logloss"] for r in rows if r["grade"] == "g1" and r["lr"] == 3e-3)
     md = scaling.render_report(out)
     assert "Learning rate per grade" in md and "| lr |" in md
 
