@@ -574,12 +574,16 @@ def render_progress(out_dir: str) -> str:
                   "| grade | lr | lowest valid LogLoss | valid AUC there | epoch | chosen |",
                   "|---|---:|---:|---:|---:|---|"]
         for grade in plan["grades"]:
-            for path in sorted(glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}.json"))
-                               + sorted(glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}-lr*.json")))):
+            found = []
+            for path in (glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}.json"))
+                         + glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}-lr*.json"))):
                 with open(path) as f:
                     r = json.load(f)
+                found.append((r.get("lr", base_lr) or 0.0, r))
+            for _, r in sorted(found, key=lambda x: x[0]):
+                # the lowest over the epochs (what chooses); the kept epoch for runs stored without them
                 epochs = [e for e in r.get("valid_epochs") or [] if e.get("logloss") is not None]
-                v = min(epochs, key=lambda e: e["logloss"]) if epochs else {}
+                v = min(epochs, key=lambda e: e["logloss"]) if epochs else (r.get("valid") or {})
                 lr = r.get("lr", base_lr)
                 ll, auc = v.get("logloss"), v.get("auc")
                 lines.append(f"| {grade} | {'-' if lr is None else f'{lr:g}'} | "
