@@ -190,6 +190,24 @@ def run_flash_causal(case: Case):
     return out.transpose(1, 2).reshape(B * L, H, -1)
 
 
+def impl_fn(impl: str, case: Case, flex: Optional[Callable[[Case], torch.Tensor]] = None) -> Callable[[], torch.Tensor]:
+    """A no-argument call of one benchmarked implementation on ``case``: ``reference`` (eager),
+    ``triton`` (fused), ``triton-nobias`` (fused, no tables or timestamps), ``sdpa`` (bias + mask
+    tensor), ``flash`` (FA2, causal, no bias) or ``flex`` (``flex``, a ``FlexRunner``)."""
+    if impl in ("reference", "triton"):
+        return lambda: run_op(case, impl)
+    if impl == "triton-nobias":
+        bare = without_bias(case)
+        return lambda: run_op(bare, "triton")
+    if impl == "sdpa":
+        return lambda: run_sdpa(case)
+    if impl == "flash":
+        return lambda: run_flash_causal(case)
+    if impl == "flex" and flex is not None:
+        return lambda: flex(case)
+    raise ValueError(f"impl: unknown or without its runner: {impl!r}")
+
+
 # ---- counts ------------------------------------------------------------------------------------
 def flops(case: Case, backward: bool = False) -> Dict[str, float]:
     """FLOPs counting only allowed pairs (``dense_flops``: a dense causal layout) and the visited

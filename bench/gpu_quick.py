@@ -26,27 +26,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (FlexRunner, dense_bytes, feasible, flops, make_case, without_bias,  # noqa: E402
-                    run_flash_causal, run_op, run_sdpa)
+from common import FlexRunner, dense_bytes, feasible, flops, impl_fn, make_case  # noqa: E402
 
 IMPLS = ("triton", "triton-nobias", "flash", "sdpa", "flex", "reference")
-
-
-def _fn(impl, case, flex):
-    if impl == "triton":
-        return lambda: run_op(case, "triton")
-    if impl == "triton-nobias":
-        bare = without_bias(case)
-        return lambda: run_op(bare, "triton")
-    if impl == "flash":
-        return lambda: run_flash_causal(case)
-    if impl == "sdpa":
-        return lambda: run_sdpa(case)
-    if impl == "flex":
-        return lambda: flex(case)
-    if impl == "reference":
-        return lambda: run_op(case, "reference")
-    raise ValueError(impl)
 
 
 def _with_backward(fwd, case):
@@ -63,7 +45,7 @@ def measure(impl: str, L: int, backward: bool, flex=None) -> dict:
     from triton.testing import do_bench
 
     case = make_case(L, requires_grad=backward)
-    fn = _fn(impl, case, flex)
+    fn = impl_fn(impl, case, flex)
     if backward:
         fn = _with_backward(fn, case)
     t0 = time.perf_counter()
@@ -79,7 +61,7 @@ def measure(impl: str, L: int, backward: bool, flex=None) -> dict:
 
 def profile(L: int, impl: str = "triton", rows: int = 14) -> None:
     case = make_case(L, requires_grad=True)
-    fn = _with_backward(_fn(impl, case, None), case)
+    fn = _with_backward(impl_fn(impl, case), case)
     fn()
     torch.cuda.synchronize()
     from torch.profiler import ProfilerActivity, profile as prof

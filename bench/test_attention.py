@@ -18,8 +18,7 @@ from suan_kernels import DENSE, AttentionPattern
 from suan_kernels.ops.unified_attention.layout import LayoutCache, build_layout
 
 from common import (CUDA, DEVICE, LENGTHS, FlexRunner, bytes_moved, cuda_ms, dense_bytes, feasible, flops,
-                    gbps, make_case, peak_memory, peak_memory_reset, run_flash_causal, run_op, run_sdpa, sync,
-                    tflops)
+                    gbps, impl_fn, make_case, peak_memory, peak_memory_reset, run_op, sync, tflops)
 
 # "flash": FlashAttention-2 through SDPA, causal and bias-free: not the same function, the speed of
 # light of the shape (CUDA only; run before "triton" so the fused row can store its ratio to it)
@@ -52,18 +51,7 @@ def _flex():
 
 
 def _impl_fn(impl, case):
-    if impl == "reference":
-        return lambda: run_op(case, "reference")
-    if impl == "triton":
-        return lambda: run_op(case, "triton")
-    if impl == "sdpa":
-        return lambda: run_sdpa(case)
-    if impl == "flash":
-        return lambda: run_flash_causal(case)
-    if impl == "flex":
-        runner = _flex()
-        return lambda: runner(case)
-    raise ValueError(impl)
+    return impl_fn(impl, case, _flex() if impl == "flex" else None)
 
 
 def _skip_if_too_big(impl, L, case):

@@ -25,22 +25,22 @@ def quick():
 def test_rows_compute_their_functions(quick):
     gpu_quick, common = quick
     case = common.make_case(40, B=2, H=2, dh=16, dtype=torch.float32, device="cpu", requires_grad=True)
-    ref = gpu_quick._fn("reference", case, None)()
-    assert torch.allclose(gpu_quick._fn("triton", case, None)(), ref, atol=1e-4)
-    assert torch.allclose(gpu_quick._fn("sdpa", case, None)(), ref, atol=1e-4)
+    ref = common.impl_fn("reference", case)()
+    assert torch.allclose(common.impl_fn("triton", case)(), ref, atol=1e-4)
+    assert torch.allclose(common.impl_fn("sdpa", case)(), ref, atol=1e-4)
     # FlexAttention has no CPU backward (it refuses inputs that require grad); eager forward here
     plain = common.make_case(40, B=2, H=2, dh=16, dtype=torch.float32, device="cpu")
     assert torch.allclose(common.FlexRunner(compiled=False)(plain), ref.detach(), atol=1e-4)
     # the bias-free row: the same op without tables or timestamps
-    bare = gpu_quick._fn("triton-nobias", case, None)()
+    bare = common.impl_fn("triton-nobias", case)()
     expected = common.run_op(common.without_bias(case), "reference")
     assert torch.allclose(bare, expected, atol=1e-4) and not torch.allclose(bare, ref, atol=1e-3)
     # FlashAttention-2's row: causal, no bias, no targets (not the same function, by design)
     q, k, v = (x.detach().view(2, 40, 2, 16).transpose(1, 2) for x in (case.q, case.k, case.v))
     causal = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(80, 2, 16)
-    assert torch.allclose(gpu_quick._fn("flash", case, None)(), causal, atol=1e-5)
+    assert torch.allclose(common.impl_fn("flash", case)(), causal, atol=1e-5)
     # forward + backward: every parameter the row uses gets a gradient call
-    gpu_quick._with_backward(gpu_quick._fn("triton-nobias", case, None), case)()
+    gpu_quick._with_backward(common.impl_fn("triton-nobias", case), case)()
 
 
 def test_time_bucket_int_matches_the_reference_bucket(quick):
