@@ -139,9 +139,10 @@ def fit_all(runs: List[dict], n_boot: int = 200) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Runs
 # ----------------------------------------------------------------------------------------------
-def _lr_tag(p: ScalingPreset, lr: Optional[float]) -> str:
-    """'' for the preset's own rate (the names of sweeps made before per-grade rates), else -lr<lr>."""
-    return "" if lr is None or lr == p.lr else f"-lr{lr:g}"
+def _lr_tag(base_lr: Optional[float], lr: Optional[float]) -> str:
+    """'' for the preset's own rate ``base_lr`` (the names of sweeps made before per-grade rates),
+    else -lr<lr>."""
+    return "" if lr is None or base_lr is None or lr == base_lr else f"-lr{lr:g}"
 
 
 def _run_path(out_dir, kind, grade, size, teacher=None, lr_tag=""):
@@ -153,17 +154,6 @@ def _tmp_dir(out_dir, grade, size, teacher=None, lr_tag=""):
     return os.path.join(out_dir, "tmp", f"{grade}-{size}-{teacher}{lr_tag}")
 
 
-def _best_valid(res: dict, side: str = "model") -> Optional[dict]:
-    """The valid metrics of the epoch a run kept (its best, else its last): {auc, logloss, epoch}."""
-    valid = res.get("valid") or []
-    if not valid:
-        return None
-    best = res.get("best_epoch")
-    entry = next((v for v in valid if v.get("epoch") == best), valid[-1])
-    m = entry.get(side) or entry.get("model") or {}
-    return {"auc": m.get("auc"), "logloss": m.get("logloss"), "epoch": entry.get("epoch")}
-
-
 def _valid_epochs(res: dict, side: str = "model") -> List[dict]:
     """Every epoch's valid {auc, logloss, epoch} of a run."""
     out = []
@@ -171,6 +161,18 @@ def _valid_epochs(res: dict, side: str = "model") -> List[dict]:
         m = entry.get(side) or entry.get("model") or {}
         out.append({"auc": m.get("auc"), "logloss": m.get("logloss"), "epoch": entry.get("epoch")})
     return out
+
+
+def _best_valid(res: dict, side: str = "model") -> Optional[dict]:
+    """The valid metrics of the epoch a run kept (its best, else its last): {auc, logloss, epoch}."""
+    epochs = _valid_epochs(res, side)
+    return next((e for e in epochs if e["epoch"] == res.get("best_epoch")), epochs[-1]) if epochs else None
+
+
+def _lowest_logloss(epochs: List[dict]) -> Optional[dict]:
+    """The epoch with the lowest valid LogLoss (what chooses a grade's rate), None without one."""
+    scored = [e for e in epochs or [] if e.get("logloss") is not None]
+    return min(scored, key=lambda e: e["logloss"]) if scored else None
 
 
 def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher: Optional[str] = None,
@@ -185,7 +187,7 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     common = short_run(grade=grade, epochs=epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
                        embedding_lr=lr, train_samples=size, progress=progress, resume=True, checkpoint_every=300,
                        early_stopping=1 if epochs > 1 else 0)
-    tmp = _tmp_dir(out_dir, grade, size, teacher, _lr_tag(p, lr))
+    tmp = _tmp_dir(out_dir, grade, size, teacher, _lr_tag(p.lr, lr))
     t0 = time.perf_counter()
     if teacher:
         from .compare import distill_config
@@ -225,15 +227,14 @@ def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, si
     before the valid metrics were recorded get them from their own results in ``tmp/`` (and the run
     file is rewritten with them)."""
     if not r.get("valid_epochs"):
-        res_path = os.path.join(_tmp_dir(out_dir, grade, size, None, _lr_tag(p, lr)), "results.json")
+        res_path = os.path.join(_tmp_dir(out_dir, grade, size, None, _lr_tag(p.lr, lr)), "results.json")
         if not os.path.exists(res_path):
             return None
         with open(res_path) as f:
             res = json.load(f)
         r = {**r, "lr": r.get("lr", lr), "valid": _best_valid(res), "valid_epochs": _valid_epochs(res)}
         write_json(path, r)
-    scored = [e for e in r["valid_epochs"] if e.get("logloss") is not None]
-    return min(scored, key=lambda e: e["logloss"]) if scored else None
+    return _lowest_logloss(r["valid_epochs"])
 
 
 def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence[int], progress: bool = False,
@@ -252,7 +253,7 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
         scores = []
 
         def score(lr):
-            path = _run_path(out_dir, "suan", grade, tune, lr_tag=_lr_tag(p, lr))
+            path = _run_path(out_dir, "suan", grade, tune, lr_tag=_lr_tag(p.lr, lr))
             r, _ = _run_once(path, lambda: _train(store, p, grade, tune, out_dir, progress=progress, lr=lr))
             v = _valid_of(path, r, p, out_dir, grade, tune, lr)
             if v is None or v.get("logloss") is None:
@@ -329,7 +330,7 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
     for size in sizes:
         for grade in p.grades:
             lr = lr_by_grade[grade]
-            r, before = _run_once(_run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p, lr)),
+            r, before = _run_once(_run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p.lr, lr)),
                                   lambda: _train(store, p, grade, size, out_dir, progress=progress, lr=lr))
             if before:
                 print(f"  {grade} D={size}: done before (logloss {r['test']['logloss']:.4f})", flush=True)
@@ -342,7 +343,7 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
         size = min(p.distill_size or max(sizes), n_train)
         lr = lr_by_grade.get(p.student_grade, p.lr)  # the student's rate, shared by the joint run
         for teacher in p.distill_teachers:
-            r, _ = _run_once(_run_path(out_dir, "distill", p.student_grade, size, teacher, _lr_tag(p, lr)),
+            r, _ = _run_once(_run_path(out_dir, "distill", p.student_grade, size, teacher, _lr_tag(p.lr, lr)),
                              lambda: _train(store, p, p.student_grade, size, out_dir, teacher=teacher,
                                             progress=progress, lr=lr))
             print(f"  LightSUAN {p.student_grade} distilled from SUAN {teacher} (D={size}): auc "
@@ -534,15 +535,11 @@ def render_progress(out_dir: str) -> str:
         plan = json.load(f)
     done = {}
     base_lr, lr_by_grade = plan.get("lr"), plan.get("lr_by_grade") or {}
-
-    def tag(lr):
-        return "" if lr is None or base_lr is None or lr == base_lr else f"-lr{lr:g}"
-
     for grade in plan["grades"]:
         if plan.get("lr_grid") and grade not in lr_by_grade:
             continue  # its rate is not chosen yet: no run of the grid counts
         for size in plan["data_sizes"]:
-            path = _run_path(out_dir, "suan", grade, size, lr_tag=tag(lr_by_grade.get(grade)))
+            path = _run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(base_lr, lr_by_grade.get(grade)))
             if os.path.exists(path):
                 with open(path) as f:
                     done[(grade, size)] = json.load(f)
@@ -582,8 +579,7 @@ def render_progress(out_dir: str) -> str:
                 found.append((r.get("lr", base_lr) or 0.0, r))
             for _, r in sorted(found, key=lambda x: x[0]):
                 # the lowest over the epochs (what chooses); the kept epoch for runs stored without them
-                epochs = [e for e in r.get("valid_epochs") or [] if e.get("logloss") is not None]
-                v = min(epochs, key=lambda e: e["logloss"]) if epochs else (r.get("valid") or {})
+                v = _lowest_logloss(r.get("valid_epochs")) or r.get("valid") or {}
                 lr = r.get("lr", base_lr)
                 ll, auc = v.get("logloss"), v.get("auc")
                 lines.append(f"| {grade} | {'-' if lr is None else f'{lr:g}'} | "
