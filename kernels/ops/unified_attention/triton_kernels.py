@@ -27,7 +27,7 @@ states are carried as a tuple (one entry per head).
 * ``attn_bwd_dq``: dq and the bias-table gradients. dS is summed over the group's heads once per
   tile and added per pair with a relaxed atomic (int64 fixed point by default: integer addition
   is associative, so the result is bit-for-bit deterministic): into the joint table's gradient
-  (its row sums are the w_pos gradient, its column sums the w_time gradient; the launcher reduces
+  (its column sums are the w_pos gradient, its row sums the w_time gradient; the launcher reduces
   them), or with separate tables into w_pos per pair and w_time per bucket present in the tile.
 * ``attn_bwd_dkdv``: one program per (key block, head group) walking the transposed list, the
   scores computed transposed (``k @ q^T``) so P^T and dS^T feed the matmuls without a transpose.
@@ -285,11 +285,11 @@ def _toeplitz_index(delta, MULT, P, ROWS: tl.constexpr, COLS: tl.constexpr, TRAN
 
 
 @triton.jit
-def _general_pos_index(pos_i, j_loc, P, POS_CLAMP: tl.constexpr):
-    """w_pos index of pos_i - j for row positions pos_i (targets at n) and behavior keys j."""
-    rel = pos_i[:, None] - j_loc[None, :]
-    if POS_CLAMP:
-        rel = tl.minimum(tl.maximum(rel, -(P - 1)), P - 1)
+def _general_pos_index(pos_i, j_loc, P):
+    """w_pos index of pos_i - j for row positions pos_i (targets at n) and behavior keys j of a
+    masked tile, always clamped into [0, 2P - 2]: pairs the tile does not hold (columns past the
+    sequence) reach beyond the table, and the look-up and the gradient's atomics take no mask."""
+    rel = tl.minimum(tl.maximum(pos_i[:, None] - j_loc[None, :], -(P - 1)), P - 1)
     return rel + (P - 1)
 
 
@@ -356,9 +356,8 @@ def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS
     """(bias, time bucket, w_pos index) of a tile [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
         pos_idx = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
-    else:  # always clamped: pairs a masked tile does not hold (columns past the sequence) reach
-        # beyond the table, and the look-up and the gradient's atomics take no mask
-        pos_idx = _general_pos_index(pos_i, j_loc, P, True)
+    else:
+        pos_idx = _general_pos_index(pos_i, j_loc, P)
     bias, bk = _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
     return bias, bk, pos_idx
 
