@@ -34,7 +34,7 @@ from .latency import median_test_request, random_candidates, time_call
 from .metrics import ctr_metrics
 from .registry import get_model, model_names
 from .rundir import RunLock
-from .train import TrainConfig, open_data, short_run, train
+from .train import TrainConfig, open_data, short_run, train, with_settings_added_since
 
 RECIPES = ("lightsuan-distilled",)  # training recipes compared beside the registered models
 
@@ -157,7 +157,8 @@ def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: 
                 "samples_per_s": res.get("train_samples_per_s"),
                 "checkpoint": os.path.join(run_dir, "checkpoint.pt")}
 
-    result, _ = cached_json(path, run, expect={"config": cfg.to_dict()})
+    result, _ = cached_json(path, run, expect={"config": cfg.to_dict()},
+                            upgrade=lambda r: {**r, "config": with_settings_added_since(r.get("config") or {})})
     return result
 
 

@@ -72,17 +72,21 @@ def refuse_overwriting_input(output: str, inputs, what: str = "output") -> None:
                             "its own input)")
 
 
-def cached_json(path: str, compute, expect: dict = None):
+def cached_json(path: str, compute, expect: dict = None, upgrade=None):
     """``(result, True)`` from ``path`` when a finished run left it there (and its ``expect``
     entries match), else ``(compute(), False)`` with the result written to ``path`` atomically:
     long sweeps resume by skipping what is done. A stored result whose ``expect`` entries differ
-    (another configuration under the same name) is refused, never silently reused."""
+    (another configuration under the same name) is refused, never silently reused. ``upgrade``
+    maps a stored result to today's form (settings added since, at the value it ran with) before
+    the comparison."""
     if os.path.exists(path):
         try:
             with open(path, encoding="utf-8") as f:
                 stored = json.load(f)
         except (OSError, ValueError) as e:
             raise UserError(f"{path}: cannot be read ({e}); remove it to run that step again") from None
+        if upgrade is not None:
+            stored = upgrade(stored)
         for key, value in (expect or {}).items():
             if json.loads(json.dumps(stored.get(key))) != json.loads(json.dumps(value)):
                 raise UserError(f"{path}: was written with another {key}; use another output folder or remove it")

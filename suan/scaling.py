@@ -186,7 +186,7 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     epochs = min(p.max_epochs, max(1, round(p.epoch_budget / n))) if p.epoch_budget else 1
     common = short_run(grade=grade, epochs=epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
                        embedding_lr=lr, train_samples=size, progress=progress, resume=True, checkpoint_every=300,
-                       early_stopping=1 if epochs > 1 else 0)
+                       early_stopping=1 if epochs > 1 else 0, select_on=p.select_on)
     tmp = _tmp_dir(out_dir, grade, size, teacher, _lr_tag(p.lr, lr))
     t0 = time.perf_counter()
     if teacher:
@@ -198,6 +198,7 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     res = train(cfg, store)
     out = {"grade": grade, "train_samples": int(n), "seconds": time.perf_counter() - t0,
            "train_samples_per_s": res.get("train_samples_per_s"), "epochs": epochs, "lr": lr,
+           "selected_on": p.select_on,
            "best_epoch": res.get("best_epoch"), "epochs_trained": res.get("epochs_trained"),
            "valid": _best_valid(res, "student" if teacher else "model"),
            "valid_epochs": _valid_epochs(res, "student" if teacher else "model")}
@@ -210,15 +211,37 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     return out
 
 
-def _run_once(path: str, run) -> Tuple[dict, bool]:
+def _run_once(path: str, run, current=None, tmp_dir: Optional[str] = None) -> Tuple[dict, bool]:
     """The result stored at ``path`` (and True), or ``run()``'s, written there atomically (and False):
-    a rerun of the sweep skips finished runs."""
+    a rerun of the sweep skips finished runs. A stored result that ``current(result)`` rejects (made
+    under an older protocol) is moved with its ``tmp_dir`` to ``superseded/`` (kept, not deleted)
+    and trained again."""
     if os.path.exists(path):
         with open(path) as f:
-            return json.load(f), True
+            r = json.load(f)
+        if current is None or current(r):
+            return r, True
+        _supersede(path, tmp_dir)
     r = run()
     write_json(path, r)
     return r, False
+
+
+def _supersede(path: str, tmp_dir: Optional[str]) -> None:
+    out_dir = os.path.dirname(os.path.dirname(path))
+    dest = os.path.join(out_dir, "superseded", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(os.path.join(dest, "runs"), exist_ok=True)
+    os.replace(path, os.path.join(dest, "runs", os.path.basename(path)))
+    if tmp_dir and os.path.isdir(tmp_dir):
+        os.makedirs(os.path.join(dest, "tmp"), exist_ok=True)
+        os.replace(tmp_dir, os.path.join(dest, "tmp", os.path.basename(tmp_dir)))
+    print(f"  {os.path.basename(path)}: made under an older protocol, moved to {dest}; training it again", flush=True)
+
+
+def _selected_as(p: ScalingPreset):
+    """Whether a stored run kept its epoch by the preset's ``select_on`` (runs stored before the
+    setting existed selected on AUC)."""
+    return lambda r: r.get("selected_on", "auc") == p.select_on
 
 
 def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float
@@ -241,9 +264,9 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
                           on_choice=None) -> Tuple[Dict[str, float], List[dict]]:
     """Per grade, the rate of ``p.lr_grid`` with the lowest valid LogLoss (over a run's epochs) at
     ``p.tune_size`` samples (its runs are ordinary runs of the sweep, kept and reused); ``p.lr`` for
-    all without a grid. Over the epochs, not at the epoch a run keeps: runs keep their best valid
-    AUC epoch, and a fast rate's later epochs can gain AUC while their LogLoss (the scaling law's
-    metric) has already turned (g4 at 3e-4 kept epoch 3, LogLoss 0.620; its epoch 1 had 0.589).
+    all without a grid. Over the epochs, not at the epoch a run keeps: tuning runs made before runs
+    selected on LogLoss kept their best valid AUC epoch, and a fast rate's later epochs can gain AUC
+    while their LogLoss has already turned (g4 at 3e-4 kept epoch 3, LogLoss 0.620; epoch 1 had 0.589).
     ``on_choice(chosen_so_far)`` is called after each grade (the sweep records it in its plan)."""
     if not p.lr_grid:
         return {g: p.lr for g in p.grades}, []
@@ -330,8 +353,12 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
     for size in sizes:
         for grade in p.grades:
             lr = lr_by_grade[grade]
+            # a learning-rate tuning run may have been kept under the older protocol (its choice
+            # reads valid LogLoss over the epochs, whatever epoch it kept); a run the law is fitted
+            # on must have kept its epoch by the preset's rule
             r, before = _run_once(_run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p.lr, lr)),
-                                  lambda: _train(store, p, grade, size, out_dir, progress=progress, lr=lr))
+                                  lambda: _train(store, p, grade, size, out_dir, progress=progress, lr=lr),
+                                  current=_selected_as(p), tmp_dir=_tmp_dir(out_dir, grade, size, None, _lr_tag(p.lr, lr)))
             if before:
                 print(f"  {grade} D={size}: done before (logloss {r['test']['logloss']:.4f})", flush=True)
             else:
@@ -345,7 +372,9 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
         for teacher in p.distill_teachers:
             r, _ = _run_once(_run_path(out_dir, "distill", p.student_grade, size, teacher, _lr_tag(p.lr, lr)),
                              lambda: _train(store, p, p.student_grade, size, out_dir, teacher=teacher,
-                                            progress=progress, lr=lr))
+                                            progress=progress, lr=lr),
+                             current=_selected_as(p), tmp_dir=_tmp_dir(out_dir, p.student_grade, size, teacher,
+                                                                       _lr_tag(p.lr, lr)))
             print(f"  LightSUAN {p.student_grade} distilled from SUAN {teacher} (D={size}): auc "
                   f"{r['test']['auc']:.4f}", flush=True)
             curve.append(r)

@@ -77,8 +77,11 @@ class TrainConfig:
     max_steps: Optional[int] = None
     train_samples: Optional[int] = None  # train on a fixed (nested) subset of this many samples
     eval_batch_size: int = 1024
-    early_stopping: int = 0  # patience in epochs without a better valid AUC (0: train every epoch)
-    restore_best: bool = True  # evaluate the test split with the best-valid-AUC epoch's weights
+    early_stopping: int = 0  # patience in epochs without a better valid score (0: train every epoch)
+    # the valid score that picks the best epoch and stops early: "auc" (higher is better) or
+    # "logloss" (lower is better; what a scaling law on LogLoss should select on)
+    select_on: str = "auc"
+    restore_best: bool = True  # evaluate the test split with the best valid epoch's weights
     checkpoint_every: int = 0
     out_dir: str = "runs/train"
     resume: bool = True
@@ -105,6 +108,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be a number >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        if self.select_on not in ("auc", "logloss"):
+            raise ValueError(f"select_on: 'auc' or 'logloss', got {self.select_on!r}")
         if self.embedding_optimizer not in ("lazy_adam", "adagrad"):
             raise ValueError(f"embedding_optimizer: 'lazy_adam' or 'adagrad', got {self.embedding_optimizer!r}")
         if self.device != "auto" and not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
@@ -244,15 +249,26 @@ def atomic_save(obj, path: str) -> None:
 RESUME_KEYS = ("data", "model", "grade", "max_len", "model_overrides", "teacher", "teacher_overrides",
                "distill_lambda", "temperature", "distill_warmup_steps", "epochs", "batch_size", "lr", "embedding_lr",
                "embedding_optimizer", "weight_decay", "warmup_steps", "min_lr_ratio", "clip_norm", "seed", "amp",
-               "max_steps", "train_samples", "early_stopping")
+               "max_steps", "train_samples", "early_stopping", "select_on")
+
+
+# a setting added after checkpoints were written: such a checkpoint ran with this value
+_SETTING_BEFORE_IT_EXISTED = {"select_on": "auc"}
+
+
+def with_settings_added_since(saved: dict) -> dict:
+    """A stored TrainConfig dict with every setting added after it was written filled in with the
+    value such a run used, so it compares equal to the same config written today."""
+    return {**{k: v for k, v in _SETTING_BEFORE_IT_EXISTED.items() if k not in saved}, **saved}
 
 
 def resume_differences(saved: dict, current: dict) -> List[str]:
     """``key: checkpoint X, now Y`` for every resume-relevant setting that differs."""
     out = []
     for key in RESUME_KEYS:
-        if saved.get(key) != current.get(key):
-            out.append(f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}")
+        was = with_settings_added_since(saved).get(key)
+        if was != current.get(key):
+            out.append(f"{key}: checkpoint {was!r}, now {current.get(key)!r}")
     return out
 
 
@@ -332,9 +348,11 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.history: Dict[str, list] = {"train": [], "valid": []}
-        # early stopping / best epoch, judged on the served model's valid AUC
+        # early stopping / best epoch, judged on the served model's valid score (cfg.select_on);
+        # best["score"] is that score signed so that higher is better
         self.monitor = "student" if cfg.teacher else "model"
-        self.best = {"epoch": 0, "auc": -math.inf, "state": None, "bad_epochs": 0, "stopped": False}
+        self.best = {"epoch": 0, "score": -math.inf, "auc": None, "logloss": None, "state": None, "bad_epochs": 0,
+                     "stopped": False}
         self.ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
         self._stop_signal = None
         if self.is_main:
@@ -418,7 +436,10 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.history = state["history"]
-        self.best = state.get("best", self.best)
+        best = state.get("best", self.best)
+        if "score" not in best:  # a checkpoint from before select_on: it selected on AUC
+            best = {**best, "score": best["auc"], "logloss": None}
+        self.best = best
         if self.is_main:
             print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
 
@@ -449,24 +470,27 @@ class Trainer:
         return (self.cfg.max_steps is not None and self.step >= self.cfg.max_steps) or self.best["stopped"]
 
     def _track_best(self, valid: dict) -> None:
-        """Keep the weights of the best valid AUC so far; stop after ``early_stopping`` epochs
-        without a better one."""
-        auc = valid.get(self.monitor, {}).get("auc", float("nan")) if self.is_main else float("nan")
+        """Keep the weights of the best valid score so far (``select_on``: AUC or LogLoss); stop
+        after ``early_stopping`` epochs without a better one."""
+        metrics = valid.get(self.monitor, {}) if self.is_main else {}
+        auc, logloss = metrics.get("auc", float("nan")), metrics.get("logloss", float("nan"))
         if self.world_size > 1:  # every rank takes rank 0's decision
-            t = torch.tensor([auc], dtype=torch.float64, device=self.device)
+            t = torch.tensor([auc, logloss], dtype=torch.float64, device=self.device)
             dist.broadcast(t, 0)
-            auc = float(t)
-        if auc > self.best["auc"]:
+            auc, logloss = (float(x) for x in t)
+        score = auc if self.cfg.select_on == "auc" else -logloss
+        if score > self.best["score"]:  # NaN never improves
             state = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
-            self.best.update(epoch=self.epoch, auc=auc, state=state, bad_epochs=0)
+            self.best.update(epoch=self.epoch, score=score, auc=auc, logloss=logloss, state=state, bad_epochs=0)
         else:
             self.best["bad_epochs"] += 1
             if self.cfg.early_stopping and self.best["bad_epochs"] >= self.cfg.early_stopping:
                 self.best["stopped"] = True
                 if self.is_main:
-                    print(f"early stopping after epoch {self.epoch}: no better valid AUC for "
+                    what = "AUC" if self.cfg.select_on == "auc" else "LogLoss"
+                    print(f"early stopping after epoch {self.epoch}: no better valid {what} for "
                           f"{self.best['bad_epochs']} epoch(s); best epoch {self.best['epoch']} "
-                          f"(valid AUC {self.best['auc']:.4f})", flush=True)
+                          f"(valid {what} {self.best[self.cfg.select_on]:.4f})", flush=True)
 
     def _on_signal(self, signum, frame):
         if self._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
@@ -591,6 +615,8 @@ class Trainer:
                   "steps": self.step, "epochs_trained": self.epoch,
                   "best_epoch": self.best["epoch"] if self.best["state"] is not None else None,
                   "best_valid_auc": self.best["auc"] if self.best["state"] is not None else None,
+                  "best_valid_logloss": self.best["logloss"] if self.best["state"] is not None else None,
+                  "selected_on": self.cfg.select_on,
                   "stopped_early": bool(self.best["stopped"]), "test_weights": "best" if restored else "last"}
         tr = self.history["train"]
         if tr:

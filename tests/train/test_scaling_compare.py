@@ -1,6 +1,7 @@
 """Power-law fits, the scaling runner and report, and `suan compare` end to end on small data
 (synthetic and every real format)."""
 import dataclasses
+import glob
 import json
 import os
 
@@ -10,6 +11,7 @@ import pytest
 from suan import scaling
 from suan.compare import run_compare
 from suan.defaults import SCALING_PRESETS
+from suan.errors import UserError
 
 
 def test_power_law_fit_recovers_parameters():
@@ -111,6 +113,29 @@ def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch)
         r["valid_logloss"] for r in rows if r["grade"] == "g1" and r["lr"] == 3e-3)
     md = scaling.render_report(out)
     assert "Learning rate per grade" in md and "| lr |" in md
+    # runs kept by valid AUC (before select_on): tuning runs still count for the choice, but a run
+    # the law is fitted on is moved to superseded/ with its tmp/ and trained again
+    monkeypatch.undo()
+    monkeypatch.setitem(SCALING_PRESETS, "lrtest", preset)
+    old_grid = os.path.join(out, "runs", "suan-g0-D6000" + scaling._lr_tag(preset.lr, res["lr_by_grade"]["g0"]) + ".json")
+    for name in os.listdir(os.path.join(out, "runs")):
+        with open(os.path.join(out, "runs", name)) as f:
+            r = json.load(f)
+        assert r["selected_on"] == "logloss"
+        r.pop("selected_on")
+        with open(os.path.join(out, "runs", name), "w") as f:
+            json.dump(r, f)
+    trained = []
+    real_train = scaling._train
+    monkeypatch.setattr(scaling, "_train", lambda store, p, grade, size, *a, **k: trained.append((grade, size))
+                        or real_train(store, p, grade, size, *a, **k))
+    third = scaling.run_scaling(out, preset="lrtest", data_dir=str(tmp_path / "data"), n_boot=5)
+    assert third["lr_by_grade"] == res["lr_by_grade"]
+    assert sorted(trained) == [("g0", 3000), ("g0", 6000), ("g1", 3000), ("g1", 6000)]  # the 4 grid runs
+    assert all(r["selected_on"] == "logloss" for r in third["runs"])
+    kept = [os.path.join(d, "runs", os.path.basename(old_grid))
+            for d in glob.glob(os.path.join(out, "superseded", "*"))]
+    assert any(os.path.exists(k) for k in kept)
 
 
 def test_compare_smoke_on_synthetic(tmp_path):
@@ -161,6 +186,18 @@ def test_compare_resumes_finished_runs_and_reports_tests(tmp_path):
     again = run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)  # every run is read back, none retrained
     assert {f: os.path.getmtime(tmp_path / "c" / "results" / f) for f in results} == mtimes
     assert again["models"]["suan"]["auc"] == rep["models"]["suan"]["auc"]
+    # a result stored before a setting existed (select_on) is still this config's; another value is not
+    first = tmp_path / "c" / "results" / results[0]
+    stored = json.loads(first.read_text())
+    stored["config"].pop("select_on")
+    first.write_text(json.dumps(stored))
+    written = os.path.getmtime(first)
+    run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)
+    assert os.path.getmtime(first) == written
+    stored["config"]["select_on"] = "logloss"
+    first.write_text(json.dumps(stored))
+    with pytest.raises(UserError, match="another config"):
+        run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)
     md = open(tmp_path / "c" / "compare.md").read()
     assert "Paired test" in md and "item click rate" in md
     with pytest.raises(ValueError, match="unknown 'xgb'"):

@@ -245,3 +245,43 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, store):
     assert again.best["stopped"] and again.best["epoch"] == 2
     again.fit()
     assert again.epoch == 4
+
+
+def test_early_stopping_on_logloss_keeps_the_lowest_valid_logloss(tmp_path, store):
+    """select_on="logloss": the epoch with the lowest valid LogLoss is kept (a later one with a
+    higher AUC is not), stopping after `early_stopping` epochs without a lower one."""
+    cfg = _cfg(tmp_path, epochs=6, early_stopping=1, batch_size=128, select_on="logloss")
+    trainer = Trainer(cfg, store)
+    fake = iter([(0.60, 0.50), (0.62, 0.45), (0.70, 0.47), (0.99, 0.10)])
+    real_evaluate = trainer.evaluate
+    snapshots = {}
+
+    def evaluate(split):
+        res = real_evaluate(split)
+        if split == "valid":
+            res["model"]["auc"], res["model"]["logloss"] = next(fake)
+            snapshots[trainer.epoch] = {k: v.clone() for k, v in trainer.module.state_dict().items()}
+        return res
+
+    trainer.evaluate = evaluate
+    trainer.fit()
+    assert trainer.epoch == 3 and trainer.best["stopped"]
+    result = trainer.finish()
+    assert result["best_epoch"] == 2 and result["selected_on"] == "logloss"
+    assert result["best_valid_logloss"] == 0.45 and result["best_valid_auc"] == 0.62
+    for k, v in trainer.module.state_dict().items():
+        assert torch.equal(v, snapshots[2][k]), k
+
+
+def test_a_checkpoint_from_before_select_on_resumes_as_auc(tmp_path, store):
+    """Checkpoints written before the setting existed selected on AUC: they resume under
+    select_on="auc" and are refused under "logloss" (it would change which epoch is kept)."""
+    from suan.train import resume_differences
+    cfg = _cfg(tmp_path, epochs=1, batch_size=128)
+    saved = cfg.to_dict()
+    saved.pop("select_on")
+    assert resume_differences(saved, cfg.to_dict()) == []
+    assert resume_differences(saved, dataclasses.replace(cfg, select_on="logloss").to_dict()) == [
+        "select_on: checkpoint 'auc', now 'logloss'"]
+    with pytest.raises(ValueError, match="select_on"):
+        _cfg(tmp_path, select_on="accuracy")
