@@ -109,10 +109,12 @@ def _analyse(kernel, source: str, name: str, pass_name: str, config: dict, cubin
 
 
 def _bucket(x, nb: int):
-    """floor(log2(max(x, 1))) clamped to nb, as the kernels bucket |dt|."""
+    """floor(log2(x)) clamped to nb, and -1 for x = 0, as the kernels bucket int32 |dt|
+    (``triton_kernels._flo_abs``)."""
     import numpy as np
 
-    return np.minimum(np.floor(np.log2(np.maximum(x, 1).astype(np.float64))).astype(np.int64), nb)
+    b = np.minimum(np.floor(np.log2(np.maximum(x, 1).astype(np.float64))).astype(np.int64), nb)
+    return np.where(np.asarray(x) == 0, -1, b)
 
 
 def time_bucket_iterations(launch) -> Tuple[float, float]:

@@ -294,3 +294,27 @@ def test_autotuning_leaves_no_trace(monkeypatch):
     for pattern in (AttentionPattern(window=6, dilation=4, num_global=2), AttentionPattern()):
         run_parity(inputs, torch.float32, pattern)
     assert len(timed) >= 2 * 3 * 2  # every kernel of both passes (two configs each) was timed
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("joint", [True, False])
+def test_time_buckets_at_their_edges(device, joint, monkeypatch):
+    """The kernels' int32 bucket (abs + bfind compiled, a float-exponent twin interpreted) gives
+    -1 for dt = 0, read through the tables' leading copy of bucket 0: timestamps out of order
+    (negative dt), tied (dt = 0) and at 2**k - 1 / 2**k / 2**k + 1 of each other, up to 2**30,
+    with a distinct w_time per bucket: a bucket off by one changes the output and dw_time."""
+    from suan_kernels.ops.unified_attention import launch
+
+    if not joint:
+        monkeypatch.setattr(launch, "JOINT_TABLE_MAX_ENTRIES", 0)
+    stamps = [0, 0, 1, 2, 3, 4, 7, 8, 9, 255, 256, 257, 2**16 - 1, 2**16, 2**24, 2**24 + 1, 2**30 - 1, 2**30, 5, 5]
+    order = torch.randperm(len(stamps), generator=torch.Generator().manual_seed(3))
+    inputs = make_inputs([len(stamps), 7], [2, 1], heads=2, num_buckets=31, device=device, requires_grad=True,
+                         seed=4)
+    ts = inputs["timestamps"].clone()
+    ts[:len(stamps)] = 1_700_000_000 + torch.tensor(stamps, dtype=torch.int64)[order]
+    inputs["timestamps"] = ts.to(device)
+    with torch.no_grad():
+        inputs["w_time"].copy_(torch.linspace(-2.0, 2.0, 32))
+    assert (launch._Run(as_call(inputs, AttentionPattern())).jrow > 0) == joint
+    run_parity(inputs, torch.float32)

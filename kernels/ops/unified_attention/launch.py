@@ -146,15 +146,19 @@ class _Run:
         # index is one shift-add; the columns past 2P - 1 unused): a warp's loads along a
         # diagonal then read consecutive addresses (triton_kernels._joint_index)
         self.nbw = self.NB + 1 if self.nb_clamp else 31  # buckets reachable (int32: at most 30)
+        # Every time table is passed as a view one row past a copy of bucket 0 (_with_zero_row):
+        # the kernels' int32 bucket of dt = 0 is -1 (one instruction fewer a pair), which reads it.
         jrow = _next_pow2(self.w_pos2.numel())
-        if self.has_pos and self.has_time and jrow * self.nbw <= JOINT_TABLE_MAX_ENTRIES:
+        if self.has_pos and self.has_time and jrow * (self.nbw + 1) <= JOINT_TABLE_MAX_ENTRIES:
             self.jrow = jrow
             buckets = torch.arange(self.nbw, device=device).clamp(max=self.NB)
             w_pos_row = torch.zeros(jrow, dtype=torch.float32, device=device)
             w_pos_row[:self.w_pos2.numel()] = self.w_pos2
-            self.w_bias = (self.w_time2[buckets][:, None] + w_pos_row[None, :]).contiguous()
+            self.w_bias = _with_zero_row(self.w_time2[buckets][:, None] + w_pos_row[None, :])
         else:
             self.jrow, self.w_bias = 0, self.w_pos2
+        if self.has_time:
+            self.w_time2 = _with_zero_row(self.w_time2)
         self.scale = call.resolved_scale
         self.qk_scale = self.scale * LOG2E
         self.upcast = self.interpret and q.dtype == torch.bfloat16
@@ -231,9 +235,13 @@ class _Run:
         grad_dtype = torch.int64 if fixed else torch.float32
         joint = self.jrow > 0 and (pos_grad or time_grad)
         # with both tables the dq kernel accumulates the joint table's gradient (one atomic per pair)
-        dpos = torch.zeros(self.w_bias.numel() if joint else (self.w_pos2.numel() if pos_grad else 1),
-                           dtype=grad_dtype, device=dev)
-        dtime = torch.zeros(self.w_time2.numel() if time_grad and not joint else 1, dtype=grad_dtype, device=dev)
+        if joint:  # [buckets + 1, JROW] like the table (row 0: dt = 0, bucket 0), passed whole (the
+            # autotuner restores what it is passed; the kernel adds one row to its indices)
+            dpos_rows = torch.zeros((self.nbw + 1, self.jrow), dtype=grad_dtype, device=dev)
+            dpos = dpos_rows.view(-1)
+        else:
+            dpos = torch.zeros(self.w_pos2.numel() if pos_grad else 1, dtype=grad_dtype, device=dev)
+        dtime = torch.zeros(self.NB + 1 if time_grad and not joint else 1, dtype=grad_dtype, device=dev)
         fxp = _fixed_point_scale(v, do) if fixed else torch.ones(1, dtype=torch.float32, device=dev)
         for i, pl in enumerate(passes):
             if pl.num_blocks == 0:
@@ -255,15 +263,23 @@ class _Run:
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                     scale=self.scale, ACCUM=i > 0, **args, **consts)
-        if joint:  # rows are time buckets (those past NB are never hit), columns relative positions
-            grid2 = dpos.view(self.nbw, self.jrow)
+        if joint:  # rows: dt = 0, then time buckets (those past NB never hit); columns relative positions
             buckets = min(self.nbw, self.NB + 1)
-            dpos = grid2.sum(0)[:self.w_pos2.numel()]
+            dpos = dpos_rows.sum(0)[:self.w_pos2.numel()]
+            per_row = dpos_rows.sum(1)
             dtime = torch.zeros(self.NB + 1, dtype=grad_dtype, device=dev)
-            dtime[:buckets] = grid2.sum(1)[:buckets]
+            dtime[:buckets] = per_row[1:buckets + 1]
+            dtime[0] += per_row[0]
         dwp = q.new_empty((0,)) if not pos_grad else _from_accumulator(dpos, fxp, self.w_pos_dtype)
         dwt = q.new_empty((0,)) if not time_grad else _from_accumulator(dtime, fxp, self.w_time_dtype)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt
+
+
+def _with_zero_row(table: torch.Tensor) -> torch.Tensor:
+    """``table`` (float32 ``[buckets, ...]``) as a view one row into a copy that starts with
+    another copy of its row 0: index -1 (the kernels' bucket of dt = 0) then reads bucket 0."""
+    full = torch.cat([table[:1], table]).contiguous()
+    return full[1:]
 
 
 class _CheckedTimestamps:

@@ -13,8 +13,9 @@ states are carried as a tuple (one entry per head).
   (``[buckets, JROW]``, bucket-major so that a warp's gather reads consecutive relative positions;
   built by the launcher; ``JROW = 0``: the two tables, past a size limit).
 * Time buckets in int32: the launcher rebases each sequence's timestamps to int32 offsets (a span
-  of 2**31 units or more is refused), ``bucket = floor(log2(|dt| | 1))`` is one ``bfind``
-  (``_flo``; the interpreter uses an exact float-exponent twin). Float timestamps take a float64
+  of 2**31 units or more is refused), ``bucket = floor(log2(|dt|))`` is ``abs`` + ``bfind``
+  (``_flo_abs``; -1 for dt = 0, which the tables' leading copy of bucket 0 absorbs; the
+  interpreter uses an exact float-exponent twin). Float timestamps take a float64
   path (``TS_MODE == 2``), exact but slower.
 * Full tiles (every pair allowed, every row a behavior) are counted first in each block's list
   and run in their own loop, without mask code, with the position bias read as a Toeplitz tile
@@ -33,7 +34,7 @@ states are carried as a tuple (one entry per head).
   scores computed transposed (``k @ q^T``) so P^T and dS^T feed the matmuls without a transpose.
 
 This module is imported twice by ``launch.py``: compiled (CUDA) and under the Triton interpreter
-(CPU). Interpreter rules: no libdevice calls (``_flo`` has an interpreter twin), ``UPCAST`` turns
+(CPU). Interpreter rules: no libdevice calls (``_flo_abs`` has an interpreter twin), ``UPCAST`` turns
 ``tl.dot`` operands to float32 (a bf16 dot is wrong there), one autotune configuration.
 """
 import triton
@@ -144,15 +145,21 @@ def _dot(a, b, UPCAST: tl.constexpr, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _flo(x, INTERP: tl.constexpr):
-    """floor(log2(x)) of int32 x >= 1: one ``bfind`` compiled; the interpreter reads the float32
-    exponent and corrects the rounding up of 2**k - 1 (identical results for x < 2**31)."""
+def _flo_abs(x, INTERP: tl.constexpr):
+    """floor(log2(|x|)) of int32 x, and -1 where x == 0: ``abs`` + ``bfind`` compiled (two
+    instructions; bfind of 0 is -1, so no ``| 1`` is needed: the tables carry a row for -1); the
+    interpreter reads the float32 exponent and corrects the rounding up of 2**k - 1 (identical
+    results for |x| < 2**31)."""
     if INTERP:
-        e = ((x.to(tl.float32).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+        a = tl.abs(x)
+        a1 = a | 1
+        e = ((a1.to(tl.float32).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
         e = tl.minimum(e, 30)
-        return tl.where((tl.full(x.shape, 1, tl.int32) << e) > x, e - 1, e)
+        e = tl.where((tl.full(x.shape, 1, tl.int32) << e) > a1, e - 1, e)
+        return tl.where(a == 0, -1, e)
     else:
-        return tl.inline_asm_elementwise("bfind.u32 $0, $1;", "=r,r", [x], dtype=tl.int32, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise("{ .reg .s32 t; abs.s32 t, $1; bfind.u32 $0, t; }", "=r,r", [x],
+                                         dtype=tl.int32, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -244,9 +251,12 @@ def _load_tile(PTR, off, mask, FULL: tl.constexpr):
 
 @triton.jit
 def _bucket(dt, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
-    """Time bucket of differences ``dt`` (any shape): min(floor(log2(max(|dt|, 1))), NB), int32."""
+    """Time bucket of differences ``dt`` (any shape): min(floor(log2(max(|dt|, 1))), NB), int32,
+    except that int32 differences of 0 give -1 (bucket 0 as well): the launcher passes every
+    time table (and its gradient) as a view one row past a copy of bucket 0's row, so index -1
+    reads bucket 0, and that saves an instruction per pair."""
     if TS_MODE == 1:
-        bk = _flo(tl.abs(dt) | 1, INTERP)
+        bk = _flo_abs(dt, INTERP)
         if NB_CLAMP:
             bk = tl.minimum(bk, NB)
     else:  # float64 timestamps: the exponent of |dt| (exact, no libdevice)
@@ -326,44 +336,48 @@ def _joint_index(pos_idx, bk, JROW: tl.constexpr):
 @triton.jit
 def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
                  TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
-    """(bias, time bucket) of pairs with w_pos indices ``pos_idx`` and timestamps ``ts_a[:, None]``,
-    ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the joint table
-    ``w_pos[r] + w_time[b]`` (``[buckets, JROW]``, bucket-major, JROW a power of two >= 2P - 1):
-    one gather per pair instead of two loads and an add; JROW = 0 with both terms (a joint table
-    too large) reads the two tables. ``pos_idx`` must lie in [0, 2P - 2]: no mask here."""
+    """(bias, time bucket, index into ``W_POS``) of pairs with w_pos indices ``pos_idx`` and
+    timestamps ``ts_a[:, None]``, ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the
+    joint table ``w_pos[r] + w_time[b]`` (``[buckets, JROW]``, bucket-major, JROW a power of two
+    >= 2P - 1): one gather per pair instead of two loads and an add, and the index returned is
+    the joint one (the gradient adds there: computed once, not again after the matmuls); JROW = 0
+    with both terms (a joint table too large) reads the two tables. ``pos_idx`` must lie in
+    [0, 2P - 2]: no mask here."""
+    idx = pos_idx
     if TS_MODE != 0:
         bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
         if HAS_POS:
             if JROW > 0:
-                bias = tl.load(W_POS + _joint_index(pos_idx, bk, JROW))
+                idx = _joint_index(pos_idx, bk, JROW)
+                bias = tl.load(W_POS + idx)
             else:
-                bias = tl.load(W_POS + pos_idx) + tl.load(W_TIME + bk.to(tl.uint32))
+                bias = tl.load(W_POS + pos_idx) + tl.load(W_TIME + bk)
         else:
-            bias = tl.load(W_TIME + bk.to(tl.uint32))
+            bias = tl.load(W_TIME + bk)
     else:
         bk = (pos_idx * 0).to(tl.int32)
         if HAS_POS:
             bias = tl.load(W_POS + pos_idx)
         else:
             bias = bk.to(tl.float32)
-    return bias, bk
+    return bias, bk, idx
 
 
 @triton.jit
 def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
                FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
                NB_CLAMP: tl.constexpr, JROW: tl.constexpr, INTERP: tl.constexpr):
-    """(bias, time bucket, w_pos index) of a tile [rows, cols]; the bias in base 2 (tables pre-scaled)."""
+    """(bias, time bucket, index into ``W_POS``: joint with JROW > 0, else w_pos) of a tile
+    [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
         pos_idx = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
     else:
         pos_idx = _general_pos_index(pos_i, j_loc, P)
-    bias, bk = _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
-    return bias, bk, pos_idx
+    return _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
 
 
 @triton.jit
-def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.constexpr, NBP: tl.constexpr,
+def _bias_grad_tile(DPOS, acc_t, ds, idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.constexpr, NBP: tl.constexpr,
                     FULL: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, TS_MODE: tl.constexpr,
                     NB_CLAMP: tl.constexpr, FIXED_POINT: tl.constexpr, INTERP: tl.constexpr):
     """A tile's dS (summed over the group's heads) into the bias-table gradients. With both tables
@@ -373,14 +387,14 @@ def _bias_grad_tile(DPOS, acc_t, ds, pos_idx, bk, ts_i, ts_j, fxp, P, NB, JROW: 
     not hold has P = 0, so dS = 0, and a NaN dS adds nothing either (in int64 fixed point it would
     add garbage); a masked tile's position indices come clamped into the table (``_tile_bias``),
     so every add stays in bounds. Not keeping the pair mask until the atomics saves a register per
-    pair."""
+    pair. ``idx`` is ``_tile_bias``'s index (joint with JROW > 0, else w_pos)."""
     ds = tl.where(ds == ds, ds, 0.0)
-    if JROW > 0:
+    if JROW > 0:  # DPOS is the whole gradient buffer: its row 0 (dt = 0) sits before the table's view
         if POS_GRAD or TIME_GRAD:
-            _grad_add(DPOS, _joint_index(pos_idx, bk, JROW), ds, None, fxp, FIXED_POINT)
+            _grad_add(DPOS + JROW, idx, ds, None, fxp, FIXED_POINT)
     else:
         if POS_GRAD:
-            _grad_add(DPOS, pos_idx, ds, None, fxp, FIXED_POINT)
+            _grad_add(DPOS, idx, ds, None, fxp, FIXED_POINT)
         if TIME_GRAD:
             acc_t = _time_grad_tile(acc_t, ds, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
     return acc_t
@@ -418,9 +432,9 @@ def _time_grad_tile(acc_t, ds, bk, ts_i, ts_j, NB, NBP: tl.constexpr, TS_MODE: t
     only widens the range; their ds is 0)."""
     lo, hi = _bucket_range(ts_i, ts_j, NB, TS_MODE, NB_CLAMP, INTERP)
     ids = tl.arange(0, NBP)
-    for b in range(lo, hi + 1):
+    for b in range(lo, hi + 1):  # b = -1 (dt == 0) is bucket 0
         sb = _sum(_sum(tl.where(bk == b, ds, 0.0), axis=1), axis=0)
-        acc_t += tl.where(ids == b, sb, 0.0)
+        acc_t += tl.where(ids == tl.maximum(b, 0), sb, 0.0)
     return acc_t
 
 
@@ -752,7 +766,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         col_ok = pj < n
         ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
-        bias, bk, pos_idx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
+        bias, bk, idx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
                                        False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
         ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
@@ -762,14 +776,14 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_,
                                     bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, False, POS_GRAD,
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, False, POS_GRAD,
                                 TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     for e in range(e_lo, e_full):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
-        bias, bk, pos_idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
+        bias, bk, idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
                                        BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
@@ -778,7 +792,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
                                     bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, pos_idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, True, POS_GRAD,
+        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, True, POS_GRAD,
                                 TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
     for i in tl.static_range(G):
         _dq_store(states[i], H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
@@ -923,7 +937,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
         posT = _toeplitz_index(_block_delta(qb * BLOCK, start, n, R_DIL, PASS_B), mult, P, BLOCK, BLOCK, True,
                                POS_CLAMP)
-        biasT, _bk = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+        biasT, _bk, _idx = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
         Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
         DOt, dooff = _tile_base(DO, s0, qb * BLOCK, i_loc, stride_dot, dooff0, dv_, PASS_B)
         for i in tl.static_range(G):
@@ -941,7 +955,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         pos_i = tl.minimum(i_loc, n)
         # always clamped: pairs this tile does not hold reach beyond the table (the look-up is unmasked)
         relT = tl.minimum(tl.maximum(pos_i[None, :] - j_loc[:, None], -(P - 1)), P - 1)
-        biasT, _bk = _bias_lookup(relT + (P - 1), ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
+        biasT, _bk, _idx = _bias_lookup(relT + (P - 1), ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
                                   INTERP)
         okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
                                   HAS_WINDOW))
