@@ -186,7 +186,7 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     epochs = min(p.max_epochs, max(1, round(p.epoch_budget / n))) if p.epoch_budget else 1
     common = short_run(grade=grade, epochs=epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
                        embedding_lr=lr, train_samples=size, progress=progress, resume=True, checkpoint_every=300,
-                       early_stopping=1 if epochs > 1 else 0, select_on=p.select_on)
+                       early_stopping=1 if epochs > 1 else 0, select_on=p.select_on, cpu_bf16=p.cpu_bf16)
     tmp = _tmp_dir(out_dir, grade, size, teacher, _lr_tag(p.lr, lr))
     t0 = time.perf_counter()
     if teacher:
@@ -198,7 +198,7 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     res = train(cfg, store)
     out = {"grade": grade, "train_samples": int(n), "seconds": time.perf_counter() - t0,
            "train_samples_per_s": res.get("train_samples_per_s"), "epochs": epochs, "lr": lr,
-           "selected_on": p.select_on,
+           "selected_on": p.select_on, "cpu_bf16": p.cpu_bf16,
            "best_epoch": res.get("best_epoch"), "epochs_trained": res.get("epochs_trained"),
            "valid": _best_valid(res, "student" if teacher else "model"),
            "valid_epochs": _valid_epochs(res, "student" if teacher else "model")}
@@ -211,18 +211,25 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
     return out
 
 
-def _run_once(path: str, run, current=None, tmp_dir: Optional[str] = None) -> Tuple[dict, bool]:
+def _run_once(path: str, run, current=None, tmp_dir: Optional[str] = None, tuning: bool = False
+              ) -> Tuple[dict, bool]:
     """The result stored at ``path`` (and True), or ``run()``'s, written there atomically (and False):
     a rerun of the sweep skips finished runs. A stored result that ``current(result)`` rejects (made
     under an older protocol) is moved with its ``tmp_dir`` to ``superseded/`` (kept, not deleted)
-    and trained again."""
+    and trained again; if it was a learning-rate ``tuning`` run, its valid metrics stay in the new
+    result as ``tuning`` (the rate was chosen on them, and a re-training for the law's protocol
+    does not reopen that choice)."""
+    old = None
     if os.path.exists(path):
         with open(path) as f:
-            r = json.load(f)
-        if current is None or current(r):
-            return r, True
+            old = json.load(f)
+        if current is None or current(old):
+            return old, True
         _supersede(path, tmp_dir)
     r = run()
+    if tuning and old is not None and old.get("valid_epochs"):
+        # the run it replaces was a learning-rate tuning run: its evidence stays the choice's
+        r["tuning"] = old.get("tuning") or {k: old.get(k) for k in ("valid_epochs", "lr", "selected_on", "cpu_bf16")}
     write_json(path, r)
     return r, False
 
@@ -238,10 +245,10 @@ def _supersede(path: str, tmp_dir: Optional[str]) -> None:
     print(f"  {os.path.basename(path)}: made under an older protocol, moved to {dest}; training it again", flush=True)
 
 
-def _selected_as(p: ScalingPreset):
-    """Whether a stored run kept its epoch by the preset's ``select_on`` (runs stored before the
-    setting existed selected on AUC)."""
-    return lambda r: r.get("selected_on", "auc") == p.select_on
+def _made_as(p: ScalingPreset):
+    """Whether a stored run kept its epoch by the preset's ``select_on`` and trained in its
+    precision (runs stored before these settings existed selected on AUC, in float32)."""
+    return lambda r: r.get("selected_on", "auc") == p.select_on and r.get("cpu_bf16", False) == p.cpu_bf16
 
 
 def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float
@@ -257,7 +264,7 @@ def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, si
             res = json.load(f)
         r = {**r, "lr": r.get("lr", lr), "valid": _best_valid(res), "valid_epochs": _valid_epochs(res)}
         write_json(path, r)
-    return _lowest_logloss(r["valid_epochs"])
+    return _lowest_logloss((r.get("tuning") or r)["valid_epochs"])
 
 
 def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence[int], progress: bool = False,
@@ -335,7 +342,8 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
     plan = {"preset": preset, "data": p.data, "grades": list(p.grades), "data_sizes": sizes}
     plan_path = os.path.join(out_dir, "plan.json")
     started = time.strftime("%Y-%m-%d %H:%M")
-    lr_info = {"lr": p.lr, "lr_grid": list(p.lr_grid), "tune_size": p.tune_size}
+    lr_info = {"lr": p.lr, "lr_grid": list(p.lr_grid), "tune_size": p.tune_size, "select_on": p.select_on,
+               "cpu_bf16": p.cpu_bf16}
     if os.path.exists(plan_path):
         try:
             with open(plan_path) as f:
@@ -350,15 +358,17 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
         on_choice=lambda so_far: write_json(plan_path, {**plan, **lr_info, "lr_by_grade": so_far, "started": started}))
     write_json(plan_path, {**plan, **lr_info, "lr_by_grade": lr_by_grade, "started": started})
     runs = []
+    tune_size = min(p.tune_size or min(sizes), n_train)
     for size in sizes:
         for grade in p.grades:
             lr = lr_by_grade[grade]
-            # a learning-rate tuning run may have been kept under the older protocol (its choice
-            # reads valid LogLoss over the epochs, whatever epoch it kept); a run the law is fitted
-            # on must have kept its epoch by the preset's rule
+            # a learning-rate tuning run may have been made under an older protocol (its choice
+            # reads valid LogLoss over the epochs, whatever epoch it kept, in whatever precision);
+            # a run the law is fitted on must follow the preset's rules
             r, before = _run_once(_run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p.lr, lr)),
                                   lambda: _train(store, p, grade, size, out_dir, progress=progress, lr=lr),
-                                  current=_selected_as(p), tmp_dir=_tmp_dir(out_dir, grade, size, None, _lr_tag(p.lr, lr)))
+                                  current=_made_as(p), tmp_dir=_tmp_dir(out_dir, grade, size, None, _lr_tag(p.lr, lr)),
+                                  tuning=bool(lr_tuning) and size == tune_size)
             if before:
                 print(f"  {grade} D={size}: done before (logloss {r['test']['logloss']:.4f})", flush=True)
             else:
@@ -373,7 +383,7 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
             r, _ = _run_once(_run_path(out_dir, "distill", p.student_grade, size, teacher, _lr_tag(p.lr, lr)),
                              lambda: _train(store, p, p.student_grade, size, out_dir, teacher=teacher,
                                             progress=progress, lr=lr),
-                             current=_selected_as(p), tmp_dir=_tmp_dir(out_dir, p.student_grade, size, teacher,
+                             current=_made_as(p), tmp_dir=_tmp_dir(out_dir, p.student_grade, size, teacher,
                                                                        _lr_tag(p.lr, lr)))
             print(f"  LightSUAN {p.student_grade} distilled from SUAN {teacher} (D={size}): auc "
                   f"{r['test']['auc']:.4f}", flush=True)
@@ -571,7 +581,11 @@ def render_progress(out_dir: str) -> str:
             path = _run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(base_lr, lr_by_grade.get(grade)))
             if os.path.exists(path):
                 with open(path) as f:
-                    done[(grade, size)] = json.load(f)
+                    r = json.load(f)
+                # a run made under an older protocol is trained again when the sweep resumes
+                if (r.get("selected_on", "auc") == plan.get("select_on", "auc")
+                        and r.get("cpu_bf16", False) == plan.get("cpu_bf16", False)):
+                    done[(grade, size)] = r
     total = len(plan["grades"]) * len(plan["data_sizes"])
     lines = [f"# Scaling sweep in progress: preset `{plan['preset']}` on `{plan['data']}`", "",
              f"{len(done)} of {total} runs finished (started {plan['started']}); `suan scaling --preset "
@@ -597,8 +611,8 @@ def render_progress(out_dir: str) -> str:
                      if lr_by_grade else "None chosen yet.")
                   + ("" if len(lr_by_grade) == len(plan["grades"]) else " A grade without a choice has no runs "
                      "counted above."), "",
-                  "| grade | lr | lowest valid LogLoss | valid AUC there | epoch | chosen |",
-                  "|---|---:|---:|---:|---:|---|"]
+                  "| grade | lr | lowest valid LogLoss | valid AUC there | epoch | precision | chosen |",
+                  "|---|---:|---:|---:|---:|---|---|"]
         for grade in plan["grades"]:
             found = []
             for path in (glob.glob(os.path.join(out_dir, "runs", f"suan-{grade}-D{tune}.json"))
@@ -607,13 +621,16 @@ def render_progress(out_dir: str) -> str:
                     r = json.load(f)
                 found.append((r.get("lr", base_lr) or 0.0, r))
             for _, r in sorted(found, key=lambda x: x[0]):
-                # the lowest over the epochs (what chooses); the kept epoch for runs stored without them
-                v = _lowest_logloss(r.get("valid_epochs")) or r.get("valid") or {}
+                # the lowest over the epochs (what chooses: the tuning run's, where a later run of
+                # the law's protocol replaced it); the kept epoch for runs stored without them
+                ev = r.get("tuning") or r
+                v = _lowest_logloss(ev.get("valid_epochs")) or r.get("valid") or {}
                 lr = r.get("lr", base_lr)
                 ll, auc = v.get("logloss"), v.get("auc")
                 lines.append(f"| {grade} | {'-' if lr is None else f'{lr:g}'} | "
                              f"{'-' if ll is None else f'{ll:.4f}'} | {'-' if auc is None else f'{auc:.4f}'} | "
-                             f"{v.get('epoch') or '-'} | {'yes' if lr_by_grade.get(grade) == lr else ''} |")
+                             f"{v.get('epoch') or '-'} | {'bf16' if ev.get('cpu_bf16') else 'fp32'} | "
+                             f"{'yes' if lr_by_grade.get(grade) == lr else ''} |")
     md = "\n".join(lines) + "\n"
     write_text(os.path.join(out_dir, "progress.md"), md)
     return md

@@ -118,11 +118,13 @@ def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch)
     monkeypatch.undo()
     monkeypatch.setitem(SCALING_PRESETS, "lrtest", preset)
     old_grid = os.path.join(out, "runs", "suan-g0-D6000" + scaling._lr_tag(preset.lr, res["lr_by_grade"]["g0"]) + ".json")
+    before = {}
     for name in os.listdir(os.path.join(out, "runs")):
         with open(os.path.join(out, "runs", name)) as f:
             r = json.load(f)
-        assert r["selected_on"] == "logloss"
-        r.pop("selected_on")
+        assert r["selected_on"] == "logloss" and r["cpu_bf16"] is False
+        r.pop("selected_on"), r.pop("cpu_bf16")
+        before[name] = r
         with open(os.path.join(out, "runs", name), "w") as f:
             json.dump(r, f)
     trained = []
@@ -133,6 +135,19 @@ def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch)
     assert third["lr_by_grade"] == res["lr_by_grade"]
     assert sorted(trained) == [("g0", 3000), ("g0", 6000), ("g1", 3000), ("g1", 6000)]  # the 4 grid runs
     assert all(r["selected_on"] == "logloss" for r in third["runs"])
+    # a grid run that replaced a tuning run keeps that run's valid metrics: the choice stays made on them
+    for r in third["runs"]:
+        name = os.path.basename(scaling._run_path(out, "suan", r["grade"], r["train_samples"],
+                                                  lr_tag=scaling._lr_tag(preset.lr, r["lr"])))
+        if r["train_samples"] == 3000:
+            assert r["tuning"]["valid_epochs"] == before[name]["valid_epochs"]
+        else:
+            assert "tuning" not in r
+    assert [(x["grade"], x["lr"], x["valid_logloss"]) for x in third["lr_tuning"]] == [
+        (x["grade"], x["lr"], x["valid_logloss"]) for x in rows]
+    # another precision is another protocol too
+    assert not scaling._made_as(dataclasses.replace(preset, cpu_bf16=True))(third["runs"][0])
+    assert "| precision |" in scaling.render_progress(out)
     kept = [os.path.join(d, "runs", os.path.basename(old_grid))
             for d in glob.glob(os.path.join(out, "superseded", "*"))]
     assert any(os.path.exists(k) for k in kept)

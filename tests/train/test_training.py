@@ -285,3 +285,19 @@ def test_a_checkpoint_from_before_select_on_resumes_as_auc(tmp_path, store):
         "select_on: checkpoint 'auc', now 'logloss'"]
     with pytest.raises(ValueError, match="select_on"):
         _cfg(tmp_path, select_on="accuracy")
+
+
+def test_cpu_bf16_autocasts_the_step_on_cpu(tmp_path, store):
+    """cpu_bf16: the training step's forward runs under bf16 autocast on CPU (off by default);
+    the run trains to finite losses and records the setting (a resume checks it)."""
+    plain = Trainer(_cfg(tmp_path, epochs=1), store)
+    with plain._autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    cfg = _cfg(tmp_path, epochs=1, max_steps=3, batch_size=64, cpu_bf16=True, out_dir=str(tmp_path / "bf16"))
+    trainer = Trainer(cfg, store)
+    with trainer._autocast():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    trainer.fit()
+    result = trainer.finish()
+    assert result["config"]["cpu_bf16"] is True
+    assert trainer.history["train"] and all(torch.isfinite(torch.tensor(r["loss"])) for r in trainer.history["train"])
