@@ -16,11 +16,18 @@ F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 
 
 def _reference(inputs, pattern, compute_dtype=None, **kw):
-    """The reference op on a fresh copy of ``inputs``: (copy, out, lse [T, H])."""
+    """The reference op on a fresh copy of ``inputs``: (copy, out, lse [T, H]). Without a
+    ``compute_dtype`` the copy's half-precision tensors are float32 (the same values): the op
+    returns its input dtype, and an expected output rounded to half precision would carry a
+    rounding of the size of what the bias-table gradients are checked for (c_i below)."""
     from suan_kernels.ops.unified_attention.reference import unified_attention_reference
     from suan_kernels.ops.unified_attention.validation import check_values
 
     copy = detached_copy(inputs)
+    if compute_dtype is None:
+        copy = {k: (v.detach().float().requires_grad_(v.requires_grad)
+                    if isinstance(v, torch.Tensor) and v.dtype in (torch.float16, torch.bfloat16) else v)
+                for k, v in copy.items()}
     c = as_call(copy, pattern, scale=kw.get("scale"))
     if c.q.shape[0] == 0:  # no tokens: the op's own empty output
         out = call(sk.unified_attention, copy, backend="reference", window=pattern.window,
