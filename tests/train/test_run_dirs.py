@@ -116,3 +116,58 @@ def test_sigint_saves_the_current_step_and_the_same_command_resumes(store, tmp_p
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {out / 'checkpoint.pt'} at step {step}" in resumed.stdout
+
+
+def _children(pid: int):
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_compare_with_jobs_stops_its_workers(store, tmp_path):
+    """`suan compare --jobs 2` killed with SIGTERM (a scheduler, `kill`): the workers get it too,
+    save their runs' checkpoints and stop; nothing keeps running after the command exits, which
+    says so in one line with status 130."""
+    out = tmp_path / "c"
+    cmd = [sys.executable, "-m", "suan.cli", "compare", "--data", store.path, "--models", "dnn", "suan",
+           "--seeds", "0", "1", "--jobs", "2", "--epochs", "200", "--early-stopping", "0", "--lr-grid", "3e-3",
+           "--grade", "g0", "--max-len", "12", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    locks = []
+    while proc.poll() is None and time.time() < deadline and len(locks) < 2:
+        runs = out / "runs"
+        locks = [d for d in runs.iterdir() if (d / LOCK_NAME).exists()] if runs.exists() else []
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1]
+    time.sleep(2)  # into their training loops
+    workers = _children(proc.pid)
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "stopped by SIGTERM" in stderr.strip().splitlines()[-1]
+    deadline = time.time() + 30
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers)
+    assert any((d / "checkpoint.pt").exists() for d in locks)
+    assert not any((d / LOCK_NAME).exists() for d in locks)
