@@ -184,7 +184,7 @@ SCALING_PRESETS: Dict[str, ScalingPreset] = {
     "cpu": ScalingPreset(data="synthetic:scaling", grades=("g0", "g1", "g2", "g3", "g4"),
                          data_sizes=(7500, 15000, 30000, 60000, 120000, 240000), epoch_budget=60000, max_epochs=4,
                          distill_teachers=("g1", "g2", "g3"), distill_size=120000, lr_grid=(1e-3, 3e-4),
-                         tune_size=15000, grid_extensions=2, cpu_bf16=True,
+                         tune_size=15000, grid_extensions=3, cpu_bf16=True,
                          note="g0-g4 (650x parameters) x 7.5k-230k samples (31x), small D trained up to 4 epochs "
                               "with early stopping, the learning rate per grade picked on valid at 15k samples; "
                               "several hours on a 2-core CPU (g4 trains at ~125 samples/s a core in bf16, ~70 in float32)"),
