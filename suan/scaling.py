@@ -195,6 +195,7 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
         cfg = distill_config(teacher, out_dir=tmp, **common)
     else:
         cfg = TrainConfig(model="suan", out_dir=tmp, **common)
+    _set_aside_other_checkpoint(tmp, cfg)
     res = train(cfg, store)
     out = {"grade": grade, "train_samples": int(n), "seconds": time.perf_counter() - t0,
            "train_samples_per_s": res.get("train_samples_per_s"), "epochs": epochs, "lr": lr,
@@ -234,15 +235,37 @@ def _run_once(path: str, run, current=None, tmp_dir: Optional[str] = None, tunin
     return r, False
 
 
-def _supersede(path: str, tmp_dir: Optional[str]) -> None:
-    out_dir = os.path.dirname(os.path.dirname(path))
+def _supersede(path: Optional[str], tmp_dir: Optional[str]) -> None:
+    """Move a run file (``OUT/runs/X.json``) and / or its ``OUT/tmp/`` folder to
+    ``OUT/superseded/<time>/``: kept, out of the sweep's way."""
+    out_dir = os.path.dirname(os.path.dirname(path or tmp_dir))
     dest = os.path.join(out_dir, "superseded", time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(os.path.join(dest, "runs"), exist_ok=True)
-    os.replace(path, os.path.join(dest, "runs", os.path.basename(path)))
+    if path:
+        os.makedirs(os.path.join(dest, "runs"), exist_ok=True)
+        os.replace(path, os.path.join(dest, "runs", os.path.basename(path)))
     if tmp_dir and os.path.isdir(tmp_dir):
         os.makedirs(os.path.join(dest, "tmp"), exist_ok=True)
         os.replace(tmp_dir, os.path.join(dest, "tmp", os.path.basename(tmp_dir)))
-    print(f"  {os.path.basename(path)}: made under an older protocol, moved to {dest}; training it again", flush=True)
+    print(f"  {os.path.basename(path or tmp_dir)}: made under an older protocol, moved to {dest}; training it "
+          "again", flush=True)
+
+
+def _set_aside_other_checkpoint(tmp: str, cfg) -> None:
+    """A run interrupted under other settings (the sweep's protocol changed since) would refuse to
+    resume: its folder is set aside (``_supersede``) and the run starts afresh."""
+    import torch
+
+    from .train import resume_differences
+
+    ckpt = os.path.join(tmp, "checkpoint.pt")
+    if not os.path.exists(ckpt):
+        return
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("config")
+    except Exception:  # a damaged checkpoint: the trainer names it and the way out
+        return
+    if isinstance(saved, dict) and resume_differences(saved, cfg.to_dict()):
+        _supersede(None, tmp)
 
 
 def _made_as(p: ScalingPreset):

@@ -148,6 +148,18 @@ def test_scaling_picks_a_learning_rate_per_grade_on_valid(tmp_path, monkeypatch)
     # another precision is another protocol too
     assert not scaling._made_as(dataclasses.replace(preset, cpu_bf16=True))(third["runs"][0])
     assert "| precision |" in scaling.render_progress(out)
+    # a run interrupted under the older protocol (its checkpoint in tmp/, no run file) does not
+    # stop the sweep with a resume refusal: its folder is set aside and it starts afresh
+    auc_preset = dataclasses.replace(preset, select_on="auc")
+    monkeypatch.setitem(SCALING_PRESETS, "lrtest", auc_preset)
+    g1 = next(r for r in third["runs"] if r["grade"] == "g1" and r["train_samples"] == 6000)
+    os.remove(scaling._run_path(out, "suan", "g1", 6000, lr_tag=scaling._lr_tag(preset.lr, g1["lr"])))
+    tmp = scaling._tmp_dir(out, "g1", 6000, None, scaling._lr_tag(preset.lr, g1["lr"]))
+    assert os.path.exists(os.path.join(tmp, "checkpoint.pt"))
+    fourth = scaling.run_scaling(out, preset="lrtest", data_dir=str(tmp_path / "data"), n_boot=5)
+    assert all(r["selected_on"] == "auc" for r in fourth["runs"])
+    assert any(os.path.isdir(os.path.join(d, "tmp", os.path.basename(tmp)))
+               for d in glob.glob(os.path.join(out, "superseded", "*")))
     kept = [os.path.join(d, "runs", os.path.basename(old_grid))
             for d in glob.glob(os.path.join(out, "superseded", "*"))]
     assert any(os.path.exists(k) for k in kept)
