@@ -289,6 +289,9 @@ def check_case(case: Case, arch: int = 90, all_configs: bool = True, module=None
                     name += f"-g{launch.bind(cfg.all_kwargs())['G']}"
                 with open(os.path.join(cubin_dir, name + ".cubin"), "wb") as f:
                     f.write(kernel.asm["cubin"])
+                if os.environ.get("SUAN_KEEP_TTGIR"):  # the layouts the compiler chose (debugging)
+                    with open(os.path.join(cubin_dir, name + ".ttgir"), "w") as f:
+                        f.write(kernel.asm.get("ttgir", ""))
             rows.append(Usage(launch.kernel, launch.pass_name, case.dtype, case.head_dim, case.value_dim, case.pattern.name,
                               cfg.num_warps, cfg.num_stages, use["registers"], use["stack_bytes"] + use["local_bytes"],
                               kernel.metadata.shared, secs,
