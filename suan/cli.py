@@ -185,9 +185,17 @@ def cmd_scaling(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .compare import render_runs_progress
     from .scaling import render_report
 
-    print(render_report(args.dir))
+    d = args.dir
+    if any(os.path.exists(os.path.join(d, f)) for f in ("scaling.json", "plan.json")):
+        print(render_report(d))
+    elif os.path.isdir(os.path.join(d, "results")):
+        print(render_runs_progress(d))
+    else:
+        raise UserError(f"{d}: neither a scaling sweep (plan.json, scaling.json) nor a comparison or distillation "
+                        "study (results/); run `suan scaling`, `suan compare` or `suan distill-study` with --out there")
     return 0
 
 
@@ -318,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--progress", action="store_true")
     scl.set_defaults(func=cmd_scaling)
 
-    rep = sub.add_parser("report", help="render DIR/report.md from a scaling run")
+    rep = sub.add_parser("report", help="render DIR/report.md from a scaling sweep (progress.md while it runs), "
+                                                 "or DIR/progress.md of a comparison or distillation study")
     rep.add_argument("dir")
     rep.set_defaults(func=cmd_report)
 

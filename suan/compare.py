@@ -271,6 +271,41 @@ def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str
         return _run_compare(p, preset, out_dir, data_dir, progress, jobs)
 
 
+def render_runs_progress(out_dir: str) -> str:
+    """``suan report DIR`` on a comparison or distillation study (finished or not): every finished
+    run of ``DIR/results`` (its valid and test metrics, best epoch, speed) and the runs in progress
+    (a run folder without a result yet), into ``DIR/progress.md``. No aggregates: a partial grid
+    would bias them; the command's own report (compare.md, distill.md) has them when it ends."""
+    import glob
+    import json
+
+    rows = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "results", "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            rows.append(json.load(f))
+    done = {os.path.basename(p)[:-5] for p in glob.glob(os.path.join(out_dir, "results", "*.json"))}
+    running = sorted(os.path.basename(d) for d in glob.glob(os.path.join(out_dir, "runs", "*"))
+                     if os.path.isdir(d) and os.path.basename(d) not in done)
+    lines = [f"# Runs finished so far in `{out_dir}`", "",
+             f"{len(rows)} finished; {len(running)} started and not finished"
+             + (f" ({', '.join(running)})" if running else "") + ". Re-running the same command resumes "
+             "(finished runs are read back, a run in progress continues from its checkpoint).", "",
+             "| run | lr | seed | epochs (best) | best valid AUC | test AUC | test GAUC | test LogLoss | "
+             "train samples/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["name"], r["lr"], r["seed"])):
+        t = r.get("test") or {}
+
+        def num(x, fmt=".4f"):
+            return "-" if x is None else format(x, fmt)
+
+        lines.append(f"| {r['name']} | {r['lr']:g} | {r['seed']} | {r.get('epochs_trained') or '-'} "
+                     f"({r.get('best_epoch') or '-'}) | {num(r.get('best_valid_auc'))} | {num(t.get('auc'))} | "
+                     f"{num(t.get('gauc'))} | {num(t.get('logloss'))} | {num(r.get('samples_per_s'), '.0f')} |")
+    md = "\n".join(lines) + "\n"
+    write_text(os.path.join(out_dir, "progress.md"), md)
+    return md
+
+
 def _worker_run(args) -> dict:
     """A run in a worker process (``jobs > 1``): one thread, the store opened from its spec."""
     name, p, lr, seed, out_dir, data_dir, tune_n = args

@@ -192,3 +192,9 @@ def test_debug_flag_shows_the_traceback(trained, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         main(["--debug", "train", "--data", trained["store"].path, "--batch-size", "0",
               "--out-dir", str(tmp_path / "o")])
+
+
+def test_report_on_a_folder_of_nothing_it_knows(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(tmp_path) in err and "results/" in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -227,6 +227,12 @@ def test_compare_resumes_finished_runs_and_reports_tests(tmp_path):
         run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)
     md = open(tmp_path / "c" / "compare.md").read()
     assert "Paired test" in md and "item click rate" in md
+    # `suan report` on a comparison folder: every finished run, and nothing in progress
+    from suan.cli import main
+    assert main(["report", str(tmp_path / "c")]) == 0
+    progress = (tmp_path / "c" / "progress.md").read_text()
+    assert "8 finished; 0 started and not finished" in progress
+    assert sum(line.startswith("| suan~nogate |") for line in progress.splitlines()) == 2
     with pytest.raises(ValueError, match="unknown 'xgb'"):
         run_compare("synthetic:tiny", str(tmp_path / "d"), models=["xgb"], seeds=[0])
 
