@@ -279,11 +279,12 @@ def render_runs_progress(out_dir: str) -> str:
     import glob
     import json
 
+    paths = sorted(glob.glob(os.path.join(out_dir, "results", "*.json")))
     rows = []
-    for path in sorted(glob.glob(os.path.join(out_dir, "results", "*.json"))):
+    for path in paths:
         with open(path, encoding="utf-8") as f:
             rows.append(json.load(f))
-    done = {os.path.basename(p)[:-5] for p in glob.glob(os.path.join(out_dir, "results", "*.json"))}
+    done = {os.path.basename(p)[:-5] for p in paths}
     running = sorted(os.path.basename(d) for d in glob.glob(os.path.join(out_dir, "runs", "*"))
                      if os.path.isdir(d) and os.path.basename(d) not in done)
     lines = [f"# Runs finished so far in `{out_dir}`", "",
@@ -292,12 +293,12 @@ def render_runs_progress(out_dir: str) -> str:
              "(finished runs are read back, a run in progress continues from its checkpoint).", "",
              "| run | lr | seed | epochs (best) | best valid AUC | test AUC | test GAUC | test LogLoss | "
              "train samples/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def num(x, fmt=".4f"):
+        return "-" if x is None else format(x, fmt)
+
     for r in sorted(rows, key=lambda r: (r["name"], r["lr"], r["seed"])):
         t = r.get("test") or {}
-
-        def num(x, fmt=".4f"):
-            return "-" if x is None else format(x, fmt)
-
         lines.append(f"| {r['name']} | {r['lr']:g} | {r['seed']} | {r.get('epochs_trained') or '-'} "
                      f"({r.get('best_epoch') or '-'}) | {num(r.get('best_valid_auc'))} | {num(t.get('auc'))} | "
                      f"{num(t.get('gauc'))} | {num(t.get('logloss'))} | {num(r.get('samples_per_s'), '.0f')} |")

@@ -268,10 +268,20 @@ def _set_aside_other_checkpoint(tmp: str, cfg) -> None:
         _supersede(None, tmp)
 
 
+def _run_protocol(r: dict) -> Tuple[str, bool]:
+    """(the valid score that kept its epoch, bf16 on CPU) of a stored run; runs stored before these
+    settings existed selected on AUC, in float32."""
+    return r.get("selected_on", "auc"), r.get("cpu_bf16", False)
+
+
 def _made_as(p: ScalingPreset):
-    """Whether a stored run kept its epoch by the preset's ``select_on`` and trained in its
-    precision (runs stored before these settings existed selected on AUC, in float32)."""
-    return lambda r: r.get("selected_on", "auc") == p.select_on and r.get("cpu_bf16", False) == p.cpu_bf16
+    """Whether a stored run was made under the preset's protocol (``select_on``, ``cpu_bf16``)."""
+    return lambda r: _run_protocol(r) == (p.select_on, p.cpu_bf16)
+
+
+def _tune_size(p: ScalingPreset, sizes: Sequence[int], n_train: int) -> int:
+    """The D of the learning-rate tuning runs (the smallest data size without ``tune_size``)."""
+    return min(p.tune_size or min(sizes), n_train)
 
 
 def _valid_of(path: str, r: dict, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float
@@ -300,7 +310,7 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
     ``on_choice(chosen_so_far)`` is called after each grade (the sweep records it in its plan)."""
     if not p.lr_grid:
         return {g: p.lr for g in p.grades}, []
-    tune = min(p.tune_size or min(sizes), len(store.split("train")))
+    tune = _tune_size(p, sizes, len(store.split("train")))
     chosen, rows = {}, []
     for grade in p.grades:
         scores = []
@@ -381,7 +391,7 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
         on_choice=lambda so_far: write_json(plan_path, {**plan, **lr_info, "lr_by_grade": so_far, "started": started}))
     write_json(plan_path, {**plan, **lr_info, "lr_by_grade": lr_by_grade, "started": started})
     runs = []
-    tune_size = min(p.tune_size or min(sizes), n_train)
+    tune_size = _tune_size(p, sizes, n_train)
     for size in sizes:
         for grade in p.grades:
             lr = lr_by_grade[grade]
@@ -606,8 +616,7 @@ def render_progress(out_dir: str) -> str:
                 with open(path) as f:
                     r = json.load(f)
                 # a run made under an older protocol is trained again when the sweep resumes
-                if (r.get("selected_on", "auc") == plan.get("select_on", "auc")
-                        and r.get("cpu_bf16", False) == plan.get("cpu_bf16", False)):
+                if _run_protocol(r) == (plan.get("select_on", "auc"), plan.get("cpu_bf16", False)):
                     done[(grade, size)] = r
     total = len(plan["grades"]) * len(plan["data_sizes"])
     lines = [f"# Scaling sweep in progress: preset `{plan['preset']}` on `{plan['data']}`", "",
