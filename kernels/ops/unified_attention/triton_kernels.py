@@ -232,10 +232,13 @@ def _tile_base(PTR, s0, block_start, idx, stride, off0, d_, PASS_B: tl.constexpr
 
 
 @triton.jit
-def _load_ts(TS, rows, ok, TS_MODE: tl.constexpr):
-    """Timestamps of ``rows`` (int32 offsets or float64; a placeholder without a time term)."""
+def _load_ts(TS, rows, ok, TS_MODE: tl.constexpr, FULL: tl.constexpr = False):
+    """Timestamps of ``rows`` (int32 offsets or float64; a placeholder without a time term). A full
+    tile's rows and columns are all behaviors of the sequence (``layout.py``): no mask."""
     if TS_MODE == 0:
         return rows * 0
+    elif FULL:
+        return tl.load(TS + rows)
     else:
         return tl.load(TS + rows, mask=ok, other=0)
 
@@ -283,24 +286,33 @@ def _bucket_range(ts_i, ts_j, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr,
 @triton.jit
 def _toeplitz_index(delta, MULT, P, ROWS: tl.constexpr, COLS: tl.constexpr, TRANS: tl.constexpr,
                     POS_CLAMP: tl.constexpr):
-    """w_pos index of a full tile: relative position (delta + a - b) * MULT for row a, column b
-    (TRANS: the tile is [cols, rows], keys first)."""
-    if TRANS:
-        rel = (delta + tl.arange(0, COLS)[None, :] - tl.arange(0, ROWS)[:, None]) * MULT
-    else:
-        rel = (delta + tl.arange(0, ROWS)[:, None] - tl.arange(0, COLS)[None, :]) * MULT
+    """w_pos index of a full tile, relative position (delta + a - b) * MULT for row a, column b
+    (TRANS: the tile is [cols, rows], keys first), as a pair (per-row part [ROWS], rest
+    [ROWS, COLS]) that adds up to it: the look-up forms one 64-bit pointer per row and adds the
+    rest, one instruction a pair fewer than adding the two parts per pair. Clamped (POS_CLAMP),
+    the row part is 0."""
     if POS_CLAMP:
+        if TRANS:
+            rel = (delta + tl.arange(0, COLS)[None, :] - tl.arange(0, ROWS)[:, None]) * MULT
+        else:
+            rel = (delta + tl.arange(0, ROWS)[:, None] - tl.arange(0, COLS)[None, :]) * MULT
         rel = tl.minimum(tl.maximum(rel, -(P - 1)), P - 1)
-    return rel + (P - 1)
+        return tl.arange(0, ROWS) * 0, rel + (P - 1)
+    elif TRANS:
+        cols = (delta + tl.arange(0, COLS)) * MULT + (P - 1)
+        return -tl.arange(0, ROWS) * MULT, tl.broadcast_to(cols[None, :], [ROWS, COLS])
+    else:
+        cols = -tl.arange(0, COLS) * MULT
+        return (delta + tl.arange(0, ROWS)) * MULT + (P - 1), tl.broadcast_to(cols[None, :], [ROWS, COLS])
 
 
 @triton.jit
 def _general_pos_index(pos_i, j_loc, P):
     """w_pos index of pos_i - j for row positions pos_i (targets at n) and behavior keys j of a
-    masked tile, always clamped into [0, 2P - 2]: pairs the tile does not hold (columns past the
+    masked tile (as ``_toeplitz_index``'s pair, the row part 0), always clamped into [0, 2P - 2]: pairs the tile does not hold (columns past the
     sequence) reach beyond the table, and the look-up and the gradient's atomics take no mask."""
     rel = tl.minimum(tl.maximum(pos_i[:, None] - j_loc[None, :], -(P - 1)), P - 1)
-    return rel + (P - 1)
+    return pos_i * 0, rel + (P - 1)
 
 
 @triton.jit
@@ -334,30 +346,33 @@ def _joint_index(pos_idx, bk, JROW: tl.constexpr):
 
 
 @triton.jit
-def _bias_lookup(pos_idx, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
+def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
                  TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
-    """(bias, time bucket, index into ``W_POS``) of pairs with w_pos indices ``pos_idx`` and
-    timestamps ``ts_a[:, None]``, ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the
-    joint table ``w_pos[r] + w_time[b]`` (``[buckets, JROW]``, bucket-major, JROW a power of two
-    >= 2P - 1): one gather per pair instead of two loads and an add, and the index returned is
-    the joint one (the gradient adds there: computed once, not again after the matmuls); JROW = 0
-    with both terms (a joint table too large) reads the two tables. ``pos_idx`` must lie in
+    """(bias, time bucket, index into ``W_POS``) of pairs with w_pos indices ``pos`` (a pair: per-row
+    part [rows], rest [rows, cols]; the index is their sum) and timestamps ``ts_a[:, None]``,
+    ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the joint table
+    ``w_pos[r] + w_time[b]`` (``[buckets, JROW]``, bucket-major, JROW a power of two >= 2P - 1): one
+    gather per pair instead of two loads and an add, and the index returned (the same kind of pair)
+    is the joint one (the gradient adds there: computed once, not again after the matmuls); JROW = 0
+    with both terms (a joint table too large) reads the two tables. The w_pos indices must lie in
     [0, 2P - 2]: no mask here."""
-    idx = pos_idx
+    row, rest = pos
+    idx = pos
     if TS_MODE != 0:
         bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
         if HAS_POS:
             if JROW > 0:
-                idx = _joint_index(pos_idx, bk, JROW)
-                bias = tl.load(W_POS + idx)
+                rest = _joint_index(rest, bk, JROW)
+                idx = (row, rest)
+                bias = tl.load((W_POS + row)[:, None] + rest)
             else:
-                bias = tl.load(W_POS + pos_idx) + tl.load(W_TIME + bk)
+                bias = tl.load((W_POS + row)[:, None] + rest) + tl.load(W_TIME + bk)
         else:
             bias = tl.load(W_TIME + bk)
     else:
-        bk = (pos_idx * 0).to(tl.int32)
+        bk = (rest * 0).to(tl.int32)
         if HAS_POS:
-            bias = tl.load(W_POS + pos_idx)
+            bias = tl.load((W_POS + row)[:, None] + rest)
         else:
             bias = bk.to(tl.float32)
     return bias, bk, idx
@@ -370,10 +385,10 @@ def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS
     """(bias, time bucket, index into ``W_POS``: joint with JROW > 0, else w_pos) of a tile
     [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
-        pos_idx = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
+        pos = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
     else:
-        pos_idx = _general_pos_index(pos_i, j_loc, P)
-    return _bias_lookup(pos_idx, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+        pos = _general_pos_index(pos_i, j_loc, P)
+    return _bias_lookup(pos, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
 
 
 @triton.jit
@@ -387,14 +402,16 @@ def _bias_grad_tile(DPOS, acc_t, ds, idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.c
     not hold has P = 0, so dS = 0, and a NaN dS adds nothing either (in int64 fixed point it would
     add garbage); a masked tile's position indices come clamped into the table (``_tile_bias``),
     so every add stays in bounds. Not keeping the pair mask until the atomics saves a register per
-    pair. ``idx`` is ``_tile_bias``'s index (joint with JROW > 0, else w_pos)."""
+    pair. ``idx`` is ``_tile_bias``'s index pair (joint with JROW > 0, else w_pos), added up per pair
+    here: a per-row pointer, as the look-up uses, made dq's 4-warp config spill 64 B."""
     ds = tl.where(ds == ds, ds, 0.0)
+    row, rest = idx
     if JROW > 0:  # DPOS is the whole gradient buffer: its row 0 (dt = 0) sits before the table's view
         if POS_GRAD or TIME_GRAD:
-            _grad_add(DPOS + JROW, idx, ds, None, fxp, FIXED_POINT)
+            _grad_add(DPOS + JROW, row[:, None] + rest, ds, None, fxp, FIXED_POINT)
     else:
         if POS_GRAD:
-            _grad_add(DPOS, idx, ds, None, fxp, FIXED_POINT)
+            _grad_add(DPOS, row[:, None] + rest, ds, None, fxp, FIXED_POINT)
         if TIME_GRAD:
             acc_t = _time_grad_tile(acc_t, ds, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
     return acc_t
@@ -600,7 +617,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
     for e in range(e_lo, e_full):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
+        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE, True)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
         bias, _bk, _pidx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
                                       True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
@@ -781,7 +798,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
     for e in range(e_lo, e_full):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE)
+        ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE, True)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
         bias, bk, idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
                                    BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
@@ -826,8 +843,12 @@ def _kv_update(st, H, Q, DO, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh
     even = FULL and EVEN_HEADS and (DH == k.shape[1]) and (DV == v.shape[1])
     q = _load_tile(Q + h * stride_qh, qoff, hok[:, None] & (dq_[None, :] < DH), even)
     do = _load_tile(DO + h * stride_doh, dooff, hok[:, None] & (dv_[None, :] < DV), even)
-    lse = tl.load(LSE + h.to(tl.int64) * T + rows, mask=hok, other=float("inf"))
-    delta = tl.load(DELTA + h.to(tl.int64) * T + rows, mask=hok, other=0.0)
+    if even:  # a full tile's rows are all behaviors of the sequence, the head complete
+        lse = tl.load(LSE + h.to(tl.int64) * T + rows)
+        delta = tl.load(DELTA + h.to(tl.int64) * T + rows)
+    else:
+        lse = tl.load(LSE + h.to(tl.int64) * T + rows, mask=hok, other=float("inf"))
+        delta = tl.load(DELTA + h.to(tl.int64) * T + rows, mask=hok, other=0.0)
     sT = _dot(k, tl.trans(q), UPCAST, IEEE) * qk_scale + biasT
     pT = tl.math.exp2(sT - lse[None, :])
     if not FULL:
@@ -933,7 +954,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         if PASS_B:
             row_ok = p < n
         rows = s0 + i_loc
-        ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
+        ts_i = _load_ts(TS, rows, row_ok, TS_MODE, True)
         # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
         posT = _toeplitz_index(_block_delta(qb * BLOCK, start, n, R_DIL, PASS_B), mult, P, BLOCK, BLOCK, True,
                                POS_CLAMP)
@@ -955,7 +976,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         pos_i = tl.minimum(i_loc, n)
         # always clamped: pairs this tile does not hold reach beyond the table (the look-up is unmasked)
         relT = tl.minimum(tl.maximum(pos_i[None, :] - j_loc[:, None], -(P - 1)), P - 1)
-        biasT, _bk, _idx = _bias_lookup(relT + (P - 1), ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE,
+        biasT, _bk, _idx = _bias_lookup((j_loc * 0, relT + (P - 1)), ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE,
                                         NB_CLAMP, INTERP)
         okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
                                   HAS_WINDOW))
