@@ -347,7 +347,8 @@ def _joint_index(pos_idx, bk, JROW: tl.constexpr):
 
 @triton.jit
 def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
-                 TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
+                 TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr,
+                 ONE_LAYOUT: tl.constexpr = False):
     """(bias, time bucket, index into ``W_POS``) of pairs with w_pos indices ``pos`` (a pair: per-row
     part [rows], rest [rows, cols]; the index is their sum) and timestamps ``ts_a[:, None]``,
     ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the joint table
@@ -355,7 +356,8 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
     gather per pair instead of two loads and an add, and the index returned (the same kind of pair)
     is the joint one (the gradient adds there: computed once, not again after the matmuls); JROW = 0
     with both terms (a joint table too large) reads the two tables. The w_pos indices must lie in
-    [0, 2P - 2]: no mask here."""
+    [0, 2P - 2]: no mask here. ONE_LAYOUT: the joint index in the layout of the gradient's atomics
+    (``_gather_order``; dq's full tiles), formed whole, not as a per-row pointer."""
     row, rest = pos
     idx = pos
     if TS_MODE != 0:
@@ -363,6 +365,9 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
         if HAS_POS:
             if JROW > 0:
                 rest = _joint_index(rest, bk, JROW)
+                if ONE_LAYOUT:  # the layout of the gradient's atomics (dq; see _bias_grad_tile)
+                    rest = tl.max_contiguous(row[:, None] + rest, [2, 1])
+                    row = row * 0
                 idx = (row, rest)
                 bias = tl.load((W_POS + row)[:, None] + rest)
             else:
@@ -381,14 +386,14 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
 @triton.jit
 def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
                FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
-               NB_CLAMP: tl.constexpr, JROW: tl.constexpr, INTERP: tl.constexpr):
+               NB_CLAMP: tl.constexpr, JROW: tl.constexpr, INTERP: tl.constexpr, ONE_LAYOUT: tl.constexpr = False):
     """(bias, time bucket, index into ``W_POS``: joint with JROW > 0, else w_pos) of a tile
     [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
         pos = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
     else:
         pos = _general_pos_index(pos_i, j_loc, P)
-    return _bias_lookup(pos, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+    return _bias_lookup(pos, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP, ONE_LAYOUT)
 
 
 @triton.jit
@@ -408,7 +413,15 @@ def _bias_grad_tile(DPOS, acc_t, ds, idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.c
     row, rest = idx
     if JROW > 0:  # DPOS is the whole gradient buffer: its row 0 (dt = 0) sits before the table's view
         if POS_GRAD or TIME_GRAD:
-            _grad_add(DPOS + JROW, row[:, None] + rest, ds, None, fxp, FIXED_POINT)
+            # a layout request, not a fact (the hint must sit where the index is formed: through a
+            # function argument it is lost). Triton's coalescing pass gives each memory operation a
+            # blocked layout of its own: a gather whose pointer has the K / V tiles' order takes their
+            # 8-wide rows ([1, 8] a thread), these 64-bit atomics [1, 1], and dq then computes the
+            # index chain in both. With a contiguity hint along the rows the look-up (ONE_LAYOUT) and
+            # the atomics share an order apart from the K / V tiles, so one layout and one chain. No
+            # vector access follows from it: the indices' divisibility is 1 (runtime timestamps and
+            # offsets), so the access width stays one element.
+            _grad_add(DPOS + JROW, tl.max_contiguous(row[:, None] + rest, [2, 1]), ds, None, fxp, FIXED_POINT)
     else:
         if POS_GRAD:
             _grad_add(DPOS, row[:, None] + rest, ds, None, fxp, FIXED_POINT)
@@ -801,7 +814,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         ts_j = _load_ts(TS, s0 + j_loc, pj < n, TS_MODE, True)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
         bias, bk, idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
-                                   BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
+                                   BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP, True)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
@@ -811,8 +824,10 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             states = states[:i] + [st] + states[i + 1:]
         acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, True, POS_GRAD,
                                 TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
+    # the block's rows again: read back rather than kept alive through the loops (registers)
+    _s, s0, _L, _n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK, PASS_B)
     for i in tl.static_range(G):
-        _dq_store(states[i], H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
+        _dq_store(states[i], H, DQ, s0 + i_loc, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
     if TIME_GRAD and JROW == 0:
         ids = tl.arange(0, NBP)
         _grad_add(DTIME, ids, acc_t, ids <= NB, fxp, FIXED_POINT)
