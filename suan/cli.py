@@ -178,7 +178,7 @@ def cmd_scaling(args) -> int:
     from .scaling import render_report, run_scaling
 
     run_scaling(args.out, preset=args.preset, distill=args.distill, data=args.data, data_dir=args.data_dir,
-                progress=args.progress, n_boot=args.bootstrap)
+                progress=args.progress, n_boot=args.bootstrap, jobs=args.jobs)
     render_report(args.out)
     print(f"report: {os.path.join(args.out, 'report.md')}")
     return 0
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--data-dir", default=None)
     scl.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals")
     scl.add_argument("--progress", action="store_true")
+    scl.add_argument("--jobs", type=int, default=1,
+                     help="grid runs trained at a time, one thread each, the longest first (default 1)")
     scl.set_defaults(func=cmd_scaling)
 
     rep = sub.add_parser("report", help="render DIR/report.md from a scaling sweep (progress.md while it runs), "

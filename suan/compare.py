@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from .defaults import COMPARE_PRESETS, DISTILL, ComparePreset, preset as choose_preset
-from .errors import Interrupted
 from .io import write_json, write_text
 from .latency import median_test_request, random_candidates, time_call
 from .metrics import ctr_metrics
 from .registry import get_model, model_names
 from .rundir import RunLock
 from .train import TrainConfig, open_data, short_run, train, with_settings_added_since
+from .workers import run_in_processes
 
 RECIPES = ("lightsuan-distilled",)  # training recipes compared beside the registered models
 
@@ -319,42 +319,8 @@ def _run_all(tasks, store, p, out_dir, data_dir, progress, jobs) -> list:
     """Runs of ``tasks`` [(name, lr, seed, train_samples)], in order, or on ``jobs`` processes."""
     if jobs <= 1:
         return [_run_one(n, store, p, lr, seed, out_dir, progress, ts) for n, lr, seed, ts in tasks]
-    import multiprocessing
-    import signal
-    import threading
-    from concurrent.futures import CancelledError, ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker_run, (n, p, lr, seed, out_dir, data_dir, ts)) for n, lr, seed, ts in tasks]
-
-        stopped = []
-
-        def forward(signum, frame):
-            # a SIGTERM to this process alone (a scheduler, `kill`) reaches the workers too: each
-            # saves its run's checkpoint and stops (Interrupted), queued runs are not started,
-            # and this process waits for them instead of leaving them running on their own
-            stopped.append(signum)
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                try:
-                    os.kill(proc.pid, signum)
-                except (ProcessLookupError, PermissionError):
-                    pass
-
-        main = threading.current_thread() is threading.main_thread()
-        old = signal.signal(signal.SIGTERM, forward) if main else None
-        try:
-            return [f.result() for f in futures]
-        except (CancelledError, BrokenProcessPool):
-            if not stopped:
-                raise
-            raise Interrupted("stopped by SIGTERM: the runs in progress saved their checkpoints (a worker outside "
-                              f"training stopped at once), finished runs are in {out_dir}/results; run the same "
-                              "command again to resume") from None
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, old)
+    return run_in_processes(_worker_run, [(n, p, lr, seed, out_dir, data_dir, ts) for n, lr, seed, ts in tasks],
+                            jobs, os.path.join(out_dir, "results"))
 
 
 def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional[str], progress: bool,

@@ -31,6 +31,7 @@ from .config import GRADE_BY_NAME, get_grade
 from .rundir import RunLock
 from .errors import UserError
 from .io import save_figure, write_json, write_text
+from .workers import run_in_processes
 from .plotting import INSTALL_HINT, pyplot
 from .defaults import SCALING_PRESETS, ScalingPreset, preset as choose_preset
 
@@ -350,18 +351,55 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
 
 
 def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data: Optional[str] = None,
-                data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200) -> dict:
+                data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200, jobs: int = 1) -> dict:
+    """The sweep (resumable: finished runs are kept and skipped). ``jobs`` > 1 trains that many grid
+    runs at a time, each in a process of its own with one thread, the longest first."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
     p = choose_preset(SCALING_PRESETS, preset, "preset")
     if data:
         p = dataclasses.replace(p, data=data)
     for g in list(p.grades) + list(p.distill_teachers) + [p.student_grade]:
         get_grade(g)
     with RunLock(out_dir, "out"):
-        return _run_scaling(p, preset, out_dir, distill, data_dir, progress, n_boot)
+        return _run_scaling(p, preset, out_dir, distill, data_dir, progress, n_boot, jobs)
+
+
+def _grid_run(store, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float, tuning: bool,
+              progress: bool) -> Tuple[dict, bool]:
+    """One grid run (grade, data size) at rate ``lr``: its stored result (and True) or a new one."""
+    # a learning-rate tuning run may have been made under an older protocol (its choice reads
+    # valid LogLoss over the epochs, whatever epoch it kept, in whatever precision); a run the law
+    # is fitted on must follow the preset's rules
+    tag = _lr_tag(p.lr, lr)
+    return _run_once(_run_path(out_dir, "suan", grade, size, lr_tag=tag),
+                     lambda: _train(store, p, grade, size, out_dir, progress=progress, lr=lr),
+                     current=_made_as(p), tmp_dir=_tmp_dir(out_dir, grade, size, None, tag), tuning=tuning)
+
+
+def _grid_worker(args) -> Tuple[dict, bool]:
+    """A grid run in a worker process (``jobs`` > 1): one thread, the store opened from its spec."""
+    import torch
+
+    from .train import open_data
+
+    p, out_dir, data_dir, grade, size, lr, tuning = args
+    torch.set_num_threads(1)
+    return _grid_run(open_data(p.data, data_dir, 0), p, out_dir, grade, size, lr, tuning, False)
+
+
+def _stored_run(p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float) -> Optional[dict]:
+    """A grid run's stored result if it follows the preset's rules (``_run_once`` would keep it)."""
+    path = _run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p.lr, lr))
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        r = json.load(f)
+    return r if _made_as(p)(r) else None
 
 
 def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, data_dir: Optional[str], progress: bool,
-                 n_boot: int) -> dict:
+                 n_boot: int, jobs: int = 1) -> dict:
     from .train import open_data
 
     t0 = time.perf_counter()
@@ -390,24 +428,42 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
         store, p, out_dir, sizes, progress,
         on_choice=lambda so_far: write_json(plan_path, {**plan, **lr_info, "lr_by_grade": so_far, "started": started}))
     write_json(plan_path, {**plan, **lr_info, "lr_by_grade": lr_by_grade, "started": started})
-    runs = []
     tune_size = _tune_size(p, sizes, n_train)
-    for size in sizes:
-        for grade in p.grades:
-            lr = lr_by_grade[grade]
-            # a learning-rate tuning run may have been made under an older protocol (its choice
-            # reads valid LogLoss over the epochs, whatever epoch it kept, in whatever precision);
-            # a run the law is fitted on must follow the preset's rules
-            r, before = _run_once(_run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p.lr, lr)),
-                                  lambda: _train(store, p, grade, size, out_dir, progress=progress, lr=lr),
-                                  current=_made_as(p), tmp_dir=_tmp_dir(out_dir, grade, size, None, _lr_tag(p.lr, lr)),
-                                  tuning=bool(lr_tuning) and size == tune_size)
-            if before:
-                print(f"  {grade} D={size}: done before (logloss {r['test']['logloss']:.4f})", flush=True)
-            else:
-                print(f"  {grade} D={size}: logloss {r['test']['logloss']:.4f} auc {r['test']['auc']:.4f} "
-                      f"({r['seconds']:.0f} s)", flush=True)
+    grid = [(grade, size, lr_by_grade[grade], bool(lr_tuning) and size == tune_size)
+            for size in sizes for grade in p.grades]
+
+    def say(grade, size, r, before):
+        if before:
+            print(f"  {grade} D={size}: done before (logloss {r['test']['logloss']:.4f})", flush=True)
+        else:
+            print(f"  {grade} D={size}: logloss {r['test']['logloss']:.4f} auc {r['test']['auc']:.4f} "
+                  f"({r['seconds']:.0f} s)", flush=True)
+
+    if jobs <= 1:
+        runs = []
+        for grade, size, lr, tuning in grid:
+            r, before = _grid_run(store, p, out_dir, grade, size, lr, tuning, progress)
+            say(grade, size, r, before)
             runs.append(r)
+    else:
+        runs = [_stored_run(p, out_dir, grade, size, lr) for grade, size, lr, _ in grid]
+        for (grade, size, _, _), r in zip(grid, runs):
+            if r is not None:
+                say(grade, size, r, True)
+        # the longest runs first (grade, then data size), so that the last ones to start are short
+        order = sorted((i for i, r in enumerate(runs) if r is None),
+                       key=lambda i: (list(p.grades).index(grid[i][0]), grid[i][1]), reverse=True)
+        if order:
+            print(f"  {len(order)} run(s) to train on {min(jobs, len(order))} worker processes", flush=True)
+
+            def done(k, result):
+                i = order[k]
+                say(grid[i][0], grid[i][1], result[0], result[1])
+
+            tasks = [(p, out_dir, data_dir, *grid[i]) for i in order]
+            for i, (r, _) in zip(order, run_in_processes(_grid_worker, tasks, min(jobs, len(order)),
+                                                         os.path.join(out_dir, "runs"), on_result=done)):
+                runs[i] = r
     curve = []
     if distill:
         size = min(p.distill_size or max(sizes), n_train)

@@ -286,3 +286,34 @@ def test_compare_on_movielens_defaults_to_its_preset():
 
     assert default_preset("movielens-100k") == "ml100k"
     assert default_preset("synthetic:tiny") == default_preset(None) == "smoke"
+
+
+def test_scaling_grid_on_worker_processes_matches_one_process(tmp_path, monkeypatch):
+    """`suan scaling --jobs 2`: the grid's runs on two worker processes (one thread each, the longest
+    first) give the results of one process, in the grid's order; a rerun trains nothing and starts
+    no worker."""
+    import torch
+
+    preset = scaling.ScalingPreset(data="synthetic:tiny", grades=("g0", "g1"), data_sizes=(3000, 6000),
+                                   max_len=16, batch_size=128, lr=3e-3)
+    monkeypatch.setitem(SCALING_PRESETS, "jobs", preset)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker: the same float summation order
+    try:
+        one = scaling.run_scaling(str(tmp_path / "one"), preset="jobs", data_dir=str(tmp_path / "data"), n_boot=5)
+    finally:
+        torch.set_num_threads(threads)
+    two = scaling.run_scaling(str(tmp_path / "two"), preset="jobs", data_dir=str(tmp_path / "data"), n_boot=5,
+                              jobs=2)
+    key = [(r["grade"], r["train_samples"]) for r in one["runs"]]
+    assert key == [(r["grade"], r["train_samples"]) for r in two["runs"]] == [
+        ("g0", 3000), ("g1", 3000), ("g0", 6000), ("g1", 6000)]
+    for a, b in zip(one["runs"], two["runs"]):
+        assert a["test"]["logloss"] == pytest.approx(b["test"]["logloss"], abs=1e-6)
+        assert a["test"]["auc"] == pytest.approx(b["test"]["auc"], abs=1e-6)
+    monkeypatch.setattr(scaling, "run_in_processes", lambda *a, **k: pytest.fail("started workers for stored runs"))
+    again = scaling.run_scaling(str(tmp_path / "two"), preset="jobs", data_dir=str(tmp_path / "data"), n_boot=5,
+                                jobs=2)
+    assert [r["test"]["logloss"] for r in again["runs"]] == [r["test"]["logloss"] for r in two["runs"]]
+    with pytest.raises(ValueError, match="jobs"):
+        scaling.run_scaling(str(tmp_path / "three"), preset="jobs", jobs=0)
