@@ -138,3 +138,35 @@ def test_the_interpreter_path_names_the_triton_it_needs(monkeypatch):
         call(sk.unified_attention, make_inputs([5], [1]), backend="triton")
     for ok in ("3.7.0", "3.9.0", "3.10.1+gitabc"):
         op.check_interpreter_version(ok)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "float"])
+def test_a_nan_gradient_reaches_the_bias_table_gradients(mode):
+    """A NaN in q inside a full tile (every pair allowed: the steady loop, which has no NaN guard)
+    gives NaN in the bias-table gradients, never a finite wrong value: all of them in the default
+    fixed-point mode (an int64 accumulator cannot hold a NaN), entries the reference has NaN in
+    float mode. Without the NaN the same call is finite."""
+    inputs = make_inputs([150], [2], heads=1, head_dim=16, requires_grad=True, seed=11)
+    names = ("w_pos", "w_time")
+
+    def table_grads(backend):
+        out = call(sk.unified_attention, inputs, backend=backend)
+        return torch.autograd.grad(out.sum(), [inputs[n] for n in names])
+
+    sk.set_bias_grad_mode(mode)
+    try:
+        assert all(torch.isfinite(g).all() for g in table_grads("triton"))
+        with torch.no_grad():
+            inputs["q"][100] = float("nan")  # row 100: block 1 attends to block 0 in a full tile
+        ref = table_grads("reference")
+        got = table_grads("triton")
+    finally:
+        sk.set_bias_grad_mode("fixed")
+    for n, r, g in zip(names, ref, got):
+        assert torch.isnan(r).any(), n
+        if mode == "fixed":
+            assert torch.isnan(g).all(), n
+        else:
+            # NaN where the reference has it (the masked tiles' guard may keep some of the
+            # reference's NaN out: a disallowed pair times a NaN), never where it is finite
+            assert torch.isnan(g).any() and not (torch.isnan(g) & ~torch.isnan(r)).any(), n

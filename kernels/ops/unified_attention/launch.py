@@ -272,6 +272,13 @@ class _Run:
             dtime[0] += per_row[0]
         dwp = q.new_empty((0,)) if not pos_grad else _from_accumulator(dpos, fxp, self.w_pos_dtype)
         dwt = q.new_empty((0,)) if not time_grad else _from_accumulator(dtime, fxp, self.w_time_dtype)
+        if fixed and (pos_grad or time_grad):
+            # an int64 accumulator cannot hold a NaN (a full tile's NaN dS adds garbage there):
+            # any non-finite dS also makes its dq row non-finite, so that marks the whole table
+            # gradient NaN (on the device, no host sync)
+            bad = ~torch.isfinite(dq).all()
+            dwp = torch.where(bad, torch.full_like(dwp, float("nan")), dwp) if pos_grad else dwp
+            dwt = torch.where(bad, torch.full_like(dwt, float("nan")), dwt) if time_grad else dwt
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt
 
 

@@ -63,7 +63,10 @@ def unified_attention(
     pairs use it; a non-finite k_j reaches the rows that attend to j on the Triton path and may
     reach every row of its sequence on the reference, and a non-finite v_j may reach every row of
     its sequence on both (masked weights are exactly 0, but 0 x inf is NaN inside a matmul, as in
-    SDPA and FlashAttention).
+    SDPA and FlashAttention). Backward: a non-finite gradient row makes the bias-table gradients
+    entirely NaN on the Triton path in its default deterministic mode (their int64 fixed-point
+    accumulators cannot hold a NaN), and NaN in the entries it reaches on the reference and with
+    ``set_bias_grad_mode("float")``; never a finite wrong value.
     """
     call = new_call(q, k, v, offsets, timestamps, num_targets, w_pos, w_time, num_buckets=num_buckets,
                     window=window, dilation=dilation, num_global=num_global, scale=scale)

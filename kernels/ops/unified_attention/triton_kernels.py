@@ -404,12 +404,17 @@ def _bias_grad_tile(DPOS, acc_t, ds, idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.c
     (JROW > 0) one atomic per pair into the joint table's gradient [buckets, JROW], whose column
     sums are the w_pos gradient and row sums the w_time gradient (the launcher reduces it); otherwise
     w_pos per pair and w_time per bucket present into ``acc_t``. No mask: a pair the tile does
-    not hold has P = 0, so dS = 0, and a NaN dS adds nothing either (in int64 fixed point it would
-    add garbage); a masked tile's position indices come clamped into the table (``_tile_bias``),
-    so every add stays in bounds. Not keeping the pair mask until the atomics saves a register per
-    pair. ``idx`` is ``_tile_bias``'s index pair (joint with JROW > 0, else w_pos), added up per pair
+    not hold has P = 0, so dS = 0; a masked tile's position indices come clamped into the table
+    (``_tile_bias``), so every add stays in bounds. Not keeping the pair mask until the atomics
+    saves a register per pair. A masked tile's NaN dS adds nothing (a disallowed pair's P = 0 times
+    a NaN dP, from a NaN value row the pair does not use); a full tile's pairs are all allowed, so
+    a NaN there is the gradient's own: in int64 fixed point it adds garbage (a NaN converts to
+    INT64_MIN), and the launcher then makes the whole table gradient NaN (the same NaN reaches dq,
+    which it checks). That saves the guard's two instructions a pair in the steady loop.
+    ``idx`` is ``_tile_bias``'s index pair (joint with JROW > 0, else w_pos), added up per pair
     here: a per-row pointer, as the look-up uses, made dq's 4-warp config spill 64 B."""
-    ds = tl.where(ds == ds, ds, 0.0)
+    if not FULL:
+        ds = tl.where(ds == ds, ds, 0.0)
     row, rest = idx
     if JROW > 0:  # DPOS is the whole gradient buffer: its row 0 (dt = 0) sits before the table's view
         if POS_GRAD or TIME_GRAD:
