@@ -30,6 +30,9 @@ states are carried as a tuple (one entry per head).
   is associative, so the result is bit-for-bit deterministic): into the joint table's gradient
   (its column sums are the w_pos gradient, its row sums the w_time gradient; the launcher reduces
   them), or with separate tables into w_pos per pair and w_time per bucket present in the tile.
+  Its full tiles look the joint table up in the atomics' layout (``ONE_LAYOUT``: the index chain
+  once) and carry no NaN guard (a NaN there is the gradient's own; the launcher marks the table
+  gradients NaN when dq is not finite).
 * ``attn_bwd_dkdv``: one program per (key block, head group) walking the transposed list, the
   scores computed transposed (``k @ q^T``) so P^T and dS^T feed the matmuls without a transpose.
 
@@ -322,8 +325,9 @@ def _toeplitz_index(delta, MULT, P, ROWS: tl.constexpr, COLS: tl.constexpr, TRAN
 @triton.jit
 def _general_pos_index(pos_i, j_loc, P):
     """w_pos index of pos_i - j for row positions pos_i (targets at n) and behavior keys j of a
-    masked tile (as ``_toeplitz_index``'s pair, the row part 0), always clamped into [0, 2P - 2]: pairs the tile does not hold (columns past the
-    sequence) reach beyond the table, and the look-up and the gradient's atomics take no mask."""
+    masked tile (as ``_toeplitz_index``'s pair, the row part 0), always clamped into [0, 2P - 2]:
+    pairs the tile does not hold (columns past the sequence) reach beyond the table, and the
+    look-up and the gradient's atomics take no mask."""
     rel = tl.minimum(tl.maximum(pos_i[:, None] - j_loc[None, :], -(P - 1)), P - 1)
     return pos_i * 0, rel + (P - 1)
 
@@ -370,7 +374,8 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
     is the joint one (the gradient adds there: computed once, not again after the matmuls); JROW = 0
     with both terms (a joint table too large) reads the two tables. The w_pos indices must lie in
     [0, 2P - 2]: no mask here. ONE_LAYOUT: the joint index in the layout of the gradient's atomics
-    (``_gather_order``; dq's full tiles), formed whole, not as a per-row pointer."""
+    (dq's full tiles; the reason is at the atomics, ``_bias_grad_tile``), formed whole, not as a
+    per-row pointer."""
     row, rest = pos
     idx = pos
     if TS_MODE != 0:
@@ -1009,8 +1014,8 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         pos_i = tl.minimum(i_loc, n)
         # always clamped: pairs this tile does not hold reach beyond the table (the look-up is unmasked)
         relT = tl.minimum(tl.maximum(pos_i[None, :] - j_loc[:, None], -(P - 1)), P - 1)
-        biasT, _bk, _idx = _bias_lookup((j_loc * 0, relT + (P - 1)), ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE,
-                                        NB_CLAMP, INTERP)
+        biasT, _bk, _idx = _bias_lookup((j_loc * 0, relT + (P - 1)), ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS,
+                                        TS_MODE, NB_CLAMP, INTERP)
         okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
                                   HAS_WINDOW))
         Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
