@@ -254,7 +254,7 @@ class _Run:
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), scale=self.scale,
                     NBP=max(16, _next_pow2(self.NB + 1)), ACCUM=i > 0, POS_GRAD=pos_grad, TIME_GRAD=time_grad,
-                    FIXED_POINT=fixed, **args, **consts)
+                    FIXED_POINT=fixed, DS_SCALED=fixed and q.dtype == torch.bfloat16, **args, **consts)
             args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_bwd_dkdv_{pl.name}"):
                 self.mod.attn_bwd_dkdv[grid](

@@ -417,7 +417,8 @@ def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS
 @triton.jit
 def _bias_grad_tile(DPOS, acc_t, ds, idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.constexpr, NBP: tl.constexpr,
                     FULL: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, TS_MODE: tl.constexpr,
-                    NB_CLAMP: tl.constexpr, FIXED_POINT: tl.constexpr, INTERP: tl.constexpr):
+                    NB_CLAMP: tl.constexpr, FIXED_POINT: tl.constexpr, INTERP: tl.constexpr,
+                    DS_SCALED: tl.constexpr = False):
     """A tile's dS (summed over the group's heads) into the bias-table gradients. With both tables
     (JROW > 0) one atomic per pair into the joint table's gradient [buckets, JROW], whose column
     sums are the w_pos gradient and row sums the w_time gradient (the launcher reduces it); otherwise
@@ -444,10 +445,11 @@ def _bias_grad_tile(DPOS, acc_t, ds, idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.c
             # the atomics share an order apart from the K / V tiles, so one layout and one chain. No
             # vector access follows from it: the indices' divisibility is 1 (runtime timestamps and
             # offsets), so the access width stays one element.
-            _grad_add(DPOS + JROW, tl.max_contiguous(row[:, None] + rest, [2, 1]), ds, None, fxp, FIXED_POINT)
+            _grad_add(DPOS + JROW, tl.max_contiguous(row[:, None] + rest, [2, 1]), ds, None, fxp, FIXED_POINT,
+                      DS_SCALED)
     else:
         if POS_GRAD:
-            _grad_add(DPOS, row[:, None] + rest, ds, None, fxp, FIXED_POINT)
+            _grad_add(DPOS, row[:, None] + rest, ds, None, fxp, FIXED_POINT, DS_SCALED)
         if TIME_GRAD:
             acc_t = _time_grad_tile(acc_t, ds, bk, ts_i, ts_j, NB, NBP, TS_MODE, NB_CLAMP, INTERP)
     return acc_t
@@ -469,9 +471,12 @@ def _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS: tl.constexpr, TS
 
 
 @triton.jit
-def _grad_add(PTR, idx, val, mask, fxp, FIXED_POINT: tl.constexpr):
-    """Relaxed atomic add into a bias-table gradient (int64 fixed point by default)."""
-    if FIXED_POINT:
+def _grad_add(PTR, idx, val, mask, fxp, FIXED_POINT: tl.constexpr, SCALED: tl.constexpr = False):
+    """Relaxed atomic add into a bias-table gradient (int64 fixed point by default; ``SCALED``:
+    ``val`` comes already multiplied by the fixed-point scale)."""
+    if FIXED_POINT and SCALED:
+        tl.atomic_add(PTR + idx, val.to(tl.int64), mask=mask, sem="relaxed")
+    elif FIXED_POINT:
         tl.atomic_add(PTR + idx, (val * fxp).to(tl.int64), mask=mask, sem="relaxed")
     else:
         tl.atomic_add(PTR + idx, val, mask=mask, sem="relaxed")
@@ -688,7 +693,11 @@ def attn_bwd_delta(OUT, DO, DELTA, T, H, stride_ot, stride_oh, stride_dot, strid
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def _dq_init(h, H, Q, DO, LSE, DELTA, rows, row_ok, T, stride_qt, stride_qh, stride_dot, stride_doh, dq_, dv_,
-             DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, EVEN_HEADS: tl.constexpr):
+             lse_shift, DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr,
+             EVEN_HEADS: tl.constexpr):
+    """A head's state; ``lse_shift`` (log2 of the fixed-point scale with DS_SCALED, else 0) comes
+    off the log-sum-exp, so that P, dS and everything dq sums from them are that scale times the
+    true ones (``attn_bwd_dq``)."""
     hok = row_ok
     if not EVEN_HEADS:
         hok = hok & (h < H)
@@ -696,7 +705,7 @@ def _dq_init(h, H, Q, DO, LSE, DELTA, rows, row_ok, T, stride_qt, stride_qh, str
                 mask=hok[:, None] & (dq_[None, :] < DH), other=0.0)
     do = tl.load(DO + rows[:, None] * stride_dot + h * stride_doh + dv_[None, :],
                  mask=hok[:, None] & (dv_[None, :] < DV), other=0.0)
-    lse = tl.load(LSE + h.to(tl.int64) * T + rows, mask=hok, other=float("inf"))
+    lse = tl.load(LSE + h.to(tl.int64) * T + rows, mask=hok, other=float("inf")) - lse_shift
     delta = tl.load(DELTA + h.to(tl.int64) * T + rows, mask=hok, other=0.0)
     return (h, q, do, lse, delta, tl.full([BLOCK, BDH], 0.0, tl.float32))
 
@@ -770,7 +779,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                 ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, FIXED_POINT: tl.constexpr,
                 POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
                 JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
-                INTERP: tl.constexpr):
+                INTERP: tl.constexpr, DS_SCALED: tl.constexpr = False):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
     start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
@@ -785,10 +794,20 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
     pos_i = tl.minimum(i_loc, n)
     ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
     fxp = tl.load(FXP)
+    # DS_SCALED (bf16, fixed point): P computed times the fixed-point scale fxp = 2**e, by taking e
+    # off the log-sum-exp, so dS comes scaled and the atomics need no multiply a pair; dq sums the
+    # scaled dS in float32 and is divided by fxp at the end (a power of two: exact). The exponent
+    # is read from fxp's bits (exact; no libdevice).
+    if DS_SCALED:
+        lse_shift = (((fxp.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127).to(tl.float32)
+        dq_scale = scale / fxp
+    else:
+        lse_shift = 0.0
+        dq_scale = scale
     is_beh = row_ok & (i_loc < n)
     acc_t = tl.full([NBP], 0.0, tl.float32)
     states = [_dq_init(hg * G + i, H, Q, DO, LSE, DELTA, rows, row_ok, T, stride_qt, stride_qh, stride_dot,
-                       stride_doh, dq_, dv_, DH, DV, BLOCK, BDH, EVEN_HEADS)
+                       stride_doh, dq_, dv_, lse_shift, DH, DV, BLOCK, BDH, EVEN_HEADS)
               for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)[:G]]
     if not PASS_B:  # targets: their own diagonal (relative position 0, time bucket 0), first
         is_tgt = row_ok & (i_loc >= n)
@@ -801,10 +820,10 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         total = _sum(ds_tot, axis=0)
         if JROW > 0:
             if POS_GRAD or TIME_GRAD:
-                _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
+                _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT, DS_SCALED)
         else:
             if POS_GRAD:
-                _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT)
+                _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT, DS_SCALED)
             if TIME_GRAD:
                 acc_t += tl.where(tl.arange(0, NBP) == 0, total, 0.0)
     ar = tl.arange(0, BLOCK)
@@ -830,7 +849,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                                     bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
         acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, False, POS_GRAD,
-                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
+                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP, DS_SCALED)
     for e in range(e_lo, e_full):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
@@ -846,14 +865,15 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                                     bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
         acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, True, POS_GRAD,
-                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP)
+                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP, DS_SCALED)
     # the block's rows again: read back rather than kept alive through the loops (registers)
     _s, s0, _L, _n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK, PASS_B)
     for i in tl.static_range(G):
-        _dq_store(states[i], H, DQ, s0 + i_loc, row_ok, scale, stride_dqt, stride_dqh, dq_, DH, ACCUM, EVEN_HEADS)
+        _dq_store(states[i], H, DQ, s0 + i_loc, row_ok, dq_scale, stride_dqt, stride_dqh, dq_, DH, ACCUM,
+                  EVEN_HEADS)
     if TIME_GRAD and JROW == 0:
         ids = tl.arange(0, NBP)
-        _grad_add(DTIME, ids, acc_t, ids <= NB, fxp, FIXED_POINT)
+        _grad_add(DTIME, ids, acc_t, ids <= NB, fxp, FIXED_POINT, DS_SCALED)
 
 
 # ----------------------------------------------------------------------------------------------
