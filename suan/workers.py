@@ -2,8 +2,9 @@
 
 Each run is a task for a fresh ("spawn") worker process with one thread; the parent keeps the
 results in task order. A SIGTERM to the parent alone (a scheduler, ``kill``) reaches the workers
-too: each saves its run's checkpoint and stops, queued runs are not started, and the parent waits
-for the running ones and raises ``Interrupted`` instead of leaving them running on their own.
+too: each running one saves its run's checkpoint and stops, tasks not started yet do not start,
+and the parent waits for them and raises ``Interrupted`` instead of leaving them running on their
+own.
 """
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ import os
 from typing import Callable, List, Optional, Sequence
 
 from .errors import Interrupted
+
+_STOP = None  # in a worker: the parent's "stop" event (set on SIGTERM)
+
+
+def _init_worker(stop) -> None:
+    global _STOP
+    _STOP = stop
+
+
+def _call(worker: Callable, task):
+    """A task in a worker: not started once the parent has been stopped (a task already handed to
+    the worker's queue would otherwise start after the SIGTERM and run to its end)."""
+    if _STOP is not None and _STOP.is_set():
+        raise Interrupted("not started: the parent was stopped by SIGTERM")
+    return worker(task)
 
 
 def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, out_dir: str,
@@ -26,16 +42,22 @@ def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, out_dir: str,
 
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(worker, t) for t in tasks]
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(stop,)) as pool:
+        futures = [pool.submit(_call, worker, t) for t in tasks]
         if on_result is not None:
             for i, f in enumerate(futures):
                 f.add_done_callback(lambda f, i=i: _report(on_result, i, f))
         stopped = []
 
         def forward(signum, frame):
+            # the workers: a running task saves its checkpoint and raises Interrupted, a waiting one
+            # does not start (the event). No pool.shutdown here: shutdown(wait=False) forgets the
+            # pool's manager thread, which the interpreter's exit may then wake through a pipe it is
+            # closing ("Bad file descriptor" at exit); the pool's own exit waits for the workers.
             stopped.append(signum)
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop.set()
             for proc in list((getattr(pool, "_processes", None) or {}).values()):
                 try:
                     os.kill(proc.pid, signum)
@@ -45,8 +67,6 @@ def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, out_dir: str,
         main = threading.current_thread() is threading.main_thread()
         old = signal.signal(signal.SIGTERM, forward) if main else None
         try:
-            # in task order: a future cancelled by the SIGTERM handler ends this wait at once
-            # (as_completed would wait for ever on futures the shutdown cancelled)
             return [f.result() for f in futures]
         except (CancelledError, BrokenProcessPool, Interrupted):
             if not stopped:
