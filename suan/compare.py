@@ -35,7 +35,7 @@ from .metrics import ctr_metrics
 from .registry import get_model, model_names
 from .rundir import RunLock
 from .train import TrainConfig, open_data, short_run, train, with_settings_added_since
-from .workers import run_in_processes
+from .workers import check_jobs, run_in_processes
 
 RECIPES = ("lightsuan-distilled",)  # training recipes compared beside the registered models
 
@@ -254,8 +254,7 @@ def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str
                 jobs: int = 1, **overrides) -> dict:
     """The comparison of the module docstring; ``jobs`` > 1 trains that many runs at a time in
     worker processes (one thread each)."""
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
+    check_jobs(jobs)
     preset = preset or default_preset(data)
     p = dataclasses.replace(choose_preset(COMPARE_PRESETS, preset, "preset"),
                             **{k: v for k, v in overrides.items() if v is not None})

@@ -31,7 +31,7 @@ from .config import GRADE_BY_NAME, get_grade
 from .rundir import RunLock
 from .errors import UserError
 from .io import save_figure, write_json, write_text
-from .workers import run_in_processes
+from .workers import check_jobs, run_in_processes
 from .plotting import INSTALL_HINT, pyplot
 from .defaults import SCALING_PRESETS, ScalingPreset, preset as choose_preset
 
@@ -221,10 +221,8 @@ def _run_once(path: str, run, current=None, tmp_dir: Optional[str] = None, tunin
     and trained again; if it was a learning-rate ``tuning`` run, its valid metrics stay in the new
     result as ``tuning`` (the rate was chosen on them, and a re-training for the law's protocol
     does not reopen that choice)."""
-    old = None
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+    old = _read_run(path)
+    if old is not None:
         if current is None or current(old):
             return old, True
         _supersede(path, tmp_dir)
@@ -234,6 +232,14 @@ def _run_once(path: str, run, current=None, tmp_dir: Optional[str] = None, tunin
         r["tuning"] = old.get("tuning") or {k: old.get(k) for k in ("valid_epochs", "lr", "selected_on", "cpu_bf16")}
     write_json(path, r)
     return r, False
+
+
+def _read_run(path: str) -> Optional[dict]:
+    """A stored run's result, or None where there is none."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _supersede(path: Optional[str], tmp_dir: Optional[str]) -> None:
@@ -354,8 +360,7 @@ def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data
                 data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200, jobs: int = 1) -> dict:
     """The sweep (resumable: finished runs are kept and skipped). ``jobs`` > 1 trains that many grid
     runs at a time, each in a process of its own with one thread, the longest first."""
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
+    check_jobs(jobs)
     p = choose_preset(SCALING_PRESETS, preset, "preset")
     if data:
         p = dataclasses.replace(p, data=data)
@@ -371,10 +376,14 @@ def _grid_run(store, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: 
     # a learning-rate tuning run may have been made under an older protocol (its choice reads
     # valid LogLoss over the epochs, whatever epoch it kept, in whatever precision); a run the law
     # is fitted on must follow the preset's rules
-    tag = _lr_tag(p.lr, lr)
-    return _run_once(_run_path(out_dir, "suan", grade, size, lr_tag=tag),
+    return _run_once(_grid_path(p, out_dir, grade, size, lr),
                      lambda: _train(store, p, grade, size, out_dir, progress=progress, lr=lr),
-                     current=_made_as(p), tmp_dir=_tmp_dir(out_dir, grade, size, None, tag), tuning=tuning)
+                     current=_made_as(p), tmp_dir=_tmp_dir(out_dir, grade, size, None, _lr_tag(p.lr, lr)),
+                     tuning=tuning)
+
+
+def _grid_path(p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float) -> str:
+    return _run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p.lr, lr))
 
 
 def _grid_worker(args) -> Tuple[dict, bool]:
@@ -390,12 +399,8 @@ def _grid_worker(args) -> Tuple[dict, bool]:
 
 def _stored_run(p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float) -> Optional[dict]:
     """A grid run's stored result if it follows the preset's rules (``_run_once`` would keep it)."""
-    path = _run_path(out_dir, "suan", grade, size, lr_tag=_lr_tag(p.lr, lr))
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        r = json.load(f)
-    return r if _made_as(p)(r) else None
+    r = _read_run(_grid_path(p, out_dir, grade, size, lr))
+    return r if r is not None and _made_as(p)(r) else None
 
 
 def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, data_dir: Optional[str], progress: bool,

@@ -29,6 +29,12 @@ def _call(worker: Callable, task):
     return worker(task)
 
 
+def check_jobs(jobs) -> None:
+    """``jobs`` (runs trained at a time) must be an int >= 1."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
+
+
 def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, out_dir: str,
                      on_result: Optional[Callable[[int, object], None]] = None) -> List:
     """``[worker(t) for t in tasks]`` on ``jobs`` worker processes (``worker`` a module-level
@@ -40,8 +46,7 @@ def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, out_dir: str,
     from concurrent.futures import CancelledError, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
+    check_jobs(jobs)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(stop,)) as pool:

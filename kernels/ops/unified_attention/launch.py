@@ -277,8 +277,7 @@ class _Run:
             # any non-finite dS also makes its dq row non-finite, so that marks the whole table
             # gradient NaN (on the device, no host sync)
             bad = ~torch.isfinite(dq).all()
-            dwp = torch.where(bad, torch.full_like(dwp, float("nan")), dwp) if pos_grad else dwp
-            dwt = torch.where(bad, torch.full_like(dwt, float("nan")), dwt) if time_grad else dwt
+            dwp, dwt = dwp.masked_fill(bad, float("nan")), dwt.masked_fill(bad, float("nan"))
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt
 
 

@@ -235,20 +235,19 @@ def _tile_base(PTR, s0, block_start, idx, stride, off0, d_, PASS_B: tl.constexpr
 
 
 @triton.jit
-def _load_ts(TS, rows, ok, TS_MODE: tl.constexpr, FULL: tl.constexpr = False):
-    """Timestamps of ``rows`` (int32 offsets or float64; a placeholder without a time term). A full
-    tile's rows and columns are all behaviors of the sequence (``layout.py``): no mask."""
+def _load_ts(TS, rows, ok, TS_MODE: tl.constexpr):
+    """Timestamps of ``rows`` (int32 offsets or float64; a placeholder without a time term); full
+    tiles use ``_load_ts_full``."""
     if TS_MODE == 0:
         return rows * 0
-    elif FULL:
-        return tl.load(TS + rows)
     else:
         return tl.load(TS + rows, mask=ok, other=0)
 
 
 @triton.jit
 def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
-    """Timestamps of a full tile's block (local indices ``idx``, all behaviors: no mask). Pass A's
+    """Timestamps of a full tile's block (local indices ``idx``; its rows and columns are all
+    behaviors of the sequence by ``layout.py``'s definition: no mask). Pass A's
     block is contiguous: one scalar base and constant offsets (the compiler then folds them into
     the loads; from ``s0 + idx`` it formed a 64-bit address per load in dq's layout)."""
     if TS_MODE == 0:
