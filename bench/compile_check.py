@@ -287,6 +287,9 @@ def check_case(case: Case, arch: int = 90, all_configs: bool = True, module=None
                         f"w{cfg.num_warps}-s{cfg.num_stages}")
                 if "GROUP_COLS" in cfg.kwargs:  # two configs may differ only in the head group
                     name += f"-g{launch.bind(cfg.all_kwargs())['G']}"
+                for key in ("SPLIT", "MASKED_SPLIT"):  # or only in how a block is cut into sub-tiles
+                    if key in cfg.kwargs:
+                        name += f"-{key.lower()}{cfg.kwargs[key]}"
                 with open(os.path.join(cubin_dir, name + ".cubin"), "wb") as f:
                     f.write(kernel.asm["cubin"])
                 if os.environ.get("SUAN_KEEP_TTGIR"):  # the layouts the compiler chose (debugging)

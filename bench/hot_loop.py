@@ -75,16 +75,21 @@ class Variant:
 
     @property
     def config_name(self) -> str:
-        parts = [f"w{self.config.get('num_warps')}", f"s{self.config.get('num_stages')}"]
-        parts += [f"{k.lower()}{v}" for k, v in sorted(self.config.items()) if k.startswith(("BLOCK", "HEAD", "GROUP"))]
-        return "-".join(parts)
+        return _config_label(self.config)
+
+
+# the autotune parameters a config is named by (block sizes, heads per program, sub-tile splits)
+_LABEL_KEYS = ("BLOCK", "HEAD", "GROUP", "SPLIT", "MASKED")
+
+
+def _config_label(config: dict) -> str:
+    parts = [f"w{config.get('num_warps')}", f"s{config.get('num_stages')}"]
+    parts += [f"{k.lower()}{v}" for k, v in sorted(config.items()) if k.startswith(_LABEL_KEYS)]
+    return "-".join(parts)
 
 
 def _name(kernel: str, pass_name: str, case: Case, config: dict) -> str:
-    parts = [kernel, pass_name, case.dtype, f"dh{case.head_dim}", case.pattern.name,
-             f"w{config.get('num_warps')}", f"s{config.get('num_stages')}"]
-    parts += [f"{k.lower()}{v}" for k, v in sorted(config.items()) if k.startswith(("BLOCK", "HEAD", "GROUP"))]
-    return "-".join(str(p) for p in parts)
+    return "-".join([kernel, pass_name, case.dtype, f"dh{case.head_dim}", case.pattern.name, _config_label(config)])
 
 
 def useful_flop(role: str, rows: int, cols: int, dh: int, dv: int, heads: int = 1) -> float:

@@ -30,11 +30,19 @@ states are carried as a tuple (one entry per head).
   is associative, so the result is bit-for-bit deterministic): into the joint table's gradient
   (its column sums are the w_pos gradient, its row sums the w_time gradient; the launcher reduces
   them), or with separate tables into w_pos per pair and w_time per bucket present in the tile.
-  Its full tiles look the joint table up in the atomics' layout (``ONE_LAYOUT``: the index chain
-  once) and carry no NaN guard (a NaN there is the gradient's own; the launcher marks the table
-  gradients NaN when dq is not finite).
+  Its full tiles gather from the joint table and add to its gradient with inline-asm loads and
+  reductions (``_gather``, ``_red_add``; the interpreter's twins are ``tl.load`` and
+  ``tl.atomic_add``): triton gives every memory operation a blocked layout of its own, so the bias
+  went to the MMA layout of the scores, and dS from it, through shared memory; elementwise asm
+  takes the layout of its operands, the MMA one, and neither conversion is left. They carry no NaN
+  guard (a NaN there is the gradient's own; the launcher marks the table gradients NaN when dq is
+  not finite). With two heads a program, a key block is walked in 32-column sub-tiles (``SPLIT``).
 * ``attn_bwd_dkdv``: one program per (key block, head group) walking the transposed list, the
-  scores computed transposed (``k @ q^T``) so P^T and dS^T feed the matmuls without a transpose.
+  scores computed transposed (``k @ q^T``) so P^T and dS^T feed the matmuls without a transpose;
+  full tiles gather as dq does.
+* Values needed only after a loop (the block's rows, the head group) are read again there
+  (``_program_block(AGAIN=True)``, ``_program_id_again``) rather than kept alive through it: at
+  255 registers a thread, one such value was what made a config spill.
 
 This module is imported twice by ``launch.py``: compiled (CUDA) and under the Triton interpreter
 (CPU). Interpreter rules: no libdevice calls (``_flo_abs`` has an interpreter twin), ``UPCAST`` turns
@@ -48,26 +56,42 @@ from triton import knobs
 MAX_GROUP = 16
 
 
-# Autotune spaces per kernel: (warps, stages, accumulator columns per program). A program carries
-# G = GROUP_COLS // (its per-head columns) heads (at least 1, at most H). Every entry compiles
-# without local-memory spills for bf16 / fp16, dh = dv = 64, dense pattern (python -m
-# bench.compile_check --hot-loop); ``_prune_configs`` keeps float32 and sparse launches on the
-# 8-warp ones. A 64-row tile at 8 warps computes S (and dP) in both warpgroups: each needs all of
-# P / dS as the register operand of its half of the next matmul (1.5x the forward's tensor-core
-# work, 1.67x dq's); 4 warps do not repeat it but hold every [64, 64] tile at 32 registers a
-# thread: two forward heads fit at one stage only, dq at one stage (two or three: 64 B of
-# stack). The static count cannot see latency: the GPU autotuner picks among these by time.
+# Autotune spaces per kernel: (warps, stages, accumulator columns per program[, SPLIT[,
+# MASKED_SPLIT]]). A program carries G = GROUP_COLS // (its per-head columns) heads (at least 1, at
+# most H). dq and dk/dv walk each block of their inner loop in SPLIT sub-tiles (dq: key columns,
+# dk/dv: query rows; default 1) and each masked block in SPLIT * MASKED_SPLIT (default 2): a
+# sub-tile's registers (bias, index, dS sum, S, dP) shrink with it, and no per-row work grows
+# (the backward has no running rescale), so dq fits two heads that share the look-up and the
+# atomics. Every entry compiles without local-memory spills for bf16 / fp16, dh = dv = 64, dense
+# pattern (python -m bench.compile_check --hot-loop); ``_prune_configs`` keeps float32 and sparse
+# launches on the 8-warp ones. A 64-row tile at 8 warps computes S (and dP) in both warpgroups:
+# each needs all of P / dS as the register operand of its half of the next matmul (1.5x the
+# forward's tensor-core work, 1.67x dq's); 4 warps do not repeat it but hold every [64, 64] tile at
+# 32 registers a thread: two forward heads fit at one stage only, dq's two heads with 32-column
+# sub-tiles at one stage (two: 104 B of stack), dk/dv one head (two, with 32-row sub-tiles:
+# 64 B of stack at best). The static count cannot see latency: the GPU autotuner picks among
+# these by time.
 _SPACES = {
     "fwd": [(4, 1, 128), (4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128), (8, 2, 64)],
-    "dq": [(4, 1, 64), (8, 2, 64)],
-    "dkdv": [(4, 3, 128), (4, 1, 128), (8, 2, 128)],
+    "dq": [(4, 1, 64), (8, 2, 64, 1, 1), (4, 1, 128, 2, 2)],
+    "dkdv": [(4, 3, 128), (4, 1, 128), (8, 2, 128, 1, 1)],
 }
 
 
 def _configs(kernel: str):
+    split = kernel in ("dq", "dkdv")
     if knobs.runtime.interpret:  # programs run one after another: one config, all heads per program
-        return [triton.Config({"GROUP_COLS": 0}, num_warps=1, num_stages=1)]
-    return [triton.Config({"GROUP_COLS": c}, num_warps=w, num_stages=s) for w, s, c in _SPACES[kernel]]
+        kw = {"GROUP_COLS": 0}
+        if split:  # the interpreter takes the split paths (one sub-tile is their special case)
+            kw.update(SPLIT=2, MASKED_SPLIT=2)
+        return [triton.Config(kw, num_warps=1, num_stages=1)]
+    out = []
+    for w, s, c, *rest in _SPACES[kernel]:
+        kw = {"GROUP_COLS": c}
+        if split:
+            kw.update(SPLIT=rest[0] if rest else 1, MASKED_SPLIT=rest[1] if len(rest) > 1 else 2)
+        out.append(triton.Config(kw, num_warps=w, num_stages=s))
+    return out
 
 
 def _prune_configs(configs, named_args, **kwargs):
@@ -193,16 +217,22 @@ def _rows(start, n, R_DIL, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
 
 
 @triton.jit
-def _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
+def _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK: tl.constexpr, PASS_B: tl.constexpr,
+                   AGAIN: tl.constexpr = False, INTERP: tl.constexpr = True):
     """The (sequence, block) a program owns: the block's first position, the sequence's first
     token s0, length L and behavior count n, and the block's rows (position in the pass's layout,
-    local row, class, index in class, validity: pass B holds behaviors only)."""
-    seq = tl.load(BLK_SEQ + pid)
-    start = tl.load(BLK_START + pid)
-    s0 = tl.load(OFFS + seq)  # int64: token offsets address memory
+    local row, class, index in class, validity: pass B holds behaviors only). AGAIN: read back
+    after a loop, with volatile loads, so that the compiler cannot merge them with the first read
+    and keep those values alive through the loop (registers); the program id is read again too
+    (the pointers formed from the first one were kept otherwise)."""
+    if AGAIN:
+        pid = _program_id_again(0, INTERP)
+    seq = tl.load(BLK_SEQ + pid, volatile=AGAIN)
+    start = tl.load(BLK_START + pid, volatile=AGAIN)
+    s0 = tl.load(OFFS + seq, volatile=AGAIN)  # int64: token offsets address memory
     # local positions in int32: every [BLOCK, BLOCK] index tile then takes one register per element
-    L = (tl.load(OFFS + seq + 1) - s0).to(tl.int32)
-    n = L - tl.load(NT + seq).to(tl.int32)
+    L = (tl.load(OFFS + seq + 1, volatile=AGAIN) - s0).to(tl.int32)
+    n = L - tl.load(NT + seq, volatile=AGAIN).to(tl.int32)
     p, i_loc, c, a = _rows(start, n, R_DIL, BLOCK, PASS_B)
     if PASS_B:
         ok = p < n
@@ -245,7 +275,8 @@ def _load_ts(TS, rows, ok, TS_MODE: tl.constexpr):
 
 
 @triton.jit
-def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
+def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.constexpr, PASS_B: tl.constexpr,
+                  PIN: tl.constexpr = False, INTERP: tl.constexpr = True):
     """Timestamps of a full tile's block (local indices ``idx``; its rows and columns are all
     behaviors of the sequence by ``layout.py``'s definition: no mask). Pass A's
     block is contiguous: one scalar base and constant offsets (the compiler then folds them into
@@ -254,6 +285,9 @@ def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.con
         return idx * 0
     elif PASS_B:
         return tl.load(TS + (s0 + idx))
+    elif PIN and not INTERP:
+        t = tl.load((TS + (s0 + block_start)) + tl.arange(0, BLOCK))
+        return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [t], dtype=tl.int32, is_pure=False, pack=1)
     else:
         return tl.load((TS + (s0 + block_start)) + tl.arange(0, BLOCK))
 
@@ -362,9 +396,50 @@ def _joint_index(pos_idx, bk, JROW: tl.constexpr):
 
 
 @triton.jit
+def _gather(ptrs, INTERP: tl.constexpr):
+    """float32 values at ``ptrs`` (a read-only table; any shape), compiled as one ``ld.global.nc``
+    an element in inline asm: triton treats that as elementwise, not as a memory operation, so it
+    takes the layout of its pointers (the index chain, which follows the scores' MMA layout) and
+    needs no conversion. The interpreter's twin is ``tl.load`` (identical values)."""
+    if INTERP:
+        return tl.load(ptrs)
+    else:
+        return tl.inline_asm_elementwise("ld.global.nc.f32 $0, [$1];", "=r,l", [ptrs], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+
+
+@triton.jit
+def _red_add(ptrs, val, INTERP: tl.constexpr):
+    """Relaxed atomic add of int64 or float32 ``val`` at ``ptrs`` (no mask), compiled as one
+    ``red.relaxed.gpu`` an element in inline asm (in ``val``'s layout, as ``_gather``); the
+    interpreter's twin is ``tl.atomic_add(sem="relaxed")``. int64 adds are the same bits as u64."""
+    if INTERP:
+        tl.atomic_add(ptrs, val, sem="relaxed")
+    elif val.dtype == tl.int64:
+        tl.inline_asm_elementwise("red.relaxed.gpu.global.add.u64 [$1], $2;", "=r,l,l", [ptrs, val],
+                                  dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        tl.inline_asm_elementwise("red.relaxed.gpu.global.add.f32 [$1], $2;", "=r,l,r", [ptrs, val],
+                                  dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _program_id_again(AXIS: tl.constexpr, INTERP: tl.constexpr):
+    """tl.program_id(AXIS) read afresh (compiled: a volatile read of ``%ctaid``), for what follows the
+    key loops: the first read, merged with it, and values derived from it were kept alive through the
+    loops (in local memory when registers ran out)."""
+    if INTERP:
+        return tl.program_id(AXIS)
+    elif AXIS == 0:
+        return tl.inline_asm_elementwise("mov.u32 $0, %ctaid.x;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        return tl.inline_asm_elementwise("mov.u32 $0, %ctaid.y;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
                  TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr,
-                 ONE_LAYOUT: tl.constexpr = False):
+                 ASM_GATHER: tl.constexpr = False):
     """(bias, time bucket, index into ``W_POS``) of pairs with w_pos indices ``pos`` (a pair: per-row
     part [rows], rest [rows, cols]; the index is their sum) and timestamps ``ts_a[:, None]``,
     ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the joint table
@@ -372,9 +447,9 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
     gather per pair instead of two loads and an add, and the index returned (the same kind of pair)
     is the joint one (the gradient adds there: computed once, not again after the matmuls); JROW = 0
     with both terms (a joint table too large) reads the two tables. The w_pos indices must lie in
-    [0, 2P - 2]: no mask here. ONE_LAYOUT: the joint index in the layout of the gradient's atomics
-    (dq's full tiles; the reason is at the atomics, ``_bias_grad_tile``), formed whole, not as a
-    per-row pointer."""
+    [0, 2P - 2]: no mask here. ASM_GATHER: the joint table gathered with ``_gather`` (the bias then
+    in the MMA layout of the scores, no conversion through shared memory; full tiles of dq and
+    dk/dv: in the forward it cost more than it saved, 1.69 against 1.65 per kFLOP)."""
     row, rest = pos
     idx = pos
     if TS_MODE != 0:
@@ -382,11 +457,11 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
         if HAS_POS:
             if JROW > 0:
                 rest = _joint_index(rest, bk, JROW)
-                if ONE_LAYOUT:  # the layout of the gradient's atomics (dq; see _bias_grad_tile)
-                    rest = tl.max_contiguous(row[:, None] + rest, [2, 1])
-                    row = row * 0
                 idx = (row, rest)
-                bias = tl.load((W_POS + row)[:, None] + rest)
+                if ASM_GATHER:
+                    bias = _gather((W_POS + row)[:, None] + rest, INTERP)
+                else:
+                    bias = tl.load((W_POS + row)[:, None] + rest)
             else:
                 bias = tl.load((W_POS + row)[:, None] + rest) + tl.load(W_TIME + bk)
         else:
@@ -403,14 +478,14 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
 @triton.jit
 def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
                FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
-               NB_CLAMP: tl.constexpr, JROW: tl.constexpr, INTERP: tl.constexpr, ONE_LAYOUT: tl.constexpr = False):
+               NB_CLAMP: tl.constexpr, JROW: tl.constexpr, INTERP: tl.constexpr, ASM_GATHER: tl.constexpr = False):
     """(bias, time bucket, index into ``W_POS``: joint with JROW > 0, else w_pos) of a tile
     [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
         pos = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
     else:
         pos = _general_pos_index(pos_i, j_loc, P)
-    return _bias_lookup(pos, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP, ONE_LAYOUT)
+    return _bias_lookup(pos, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP, ASM_GATHER)
 
 
 @triton.jit
@@ -436,16 +511,24 @@ def _bias_grad_tile(DPOS, acc_t, ds, idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.c
     row, rest = idx
     if JROW > 0:  # DPOS is the whole gradient buffer: its row 0 (dt = 0) sits before the table's view
         if POS_GRAD or TIME_GRAD:
-            # a layout request, not a fact (the hint must sit where the index is formed: through a
-            # function argument it is lost). Triton's coalescing pass gives each memory operation a
-            # blocked layout of its own: a gather whose pointer has the K / V tiles' order takes their
-            # 8-wide rows ([1, 8] a thread), these 64-bit atomics [1, 1], and dq then computes the
-            # index chain in both. With a contiguity hint along the rows the look-up (ONE_LAYOUT) and
-            # the atomics share an order apart from the K / V tiles, so one layout and one chain. No
-            # vector access follows from it: the indices' divisibility is 1 (runtime timestamps and
-            # offsets), so the access width stays one element.
-            _grad_add(DPOS + JROW, tl.max_contiguous(row[:, None] + rest, [2, 1]), ds, None, fxp, FIXED_POINT,
-                      DS_SCALED)
+            # full tiles: inline-asm reductions in dS's own (MMA) layout, at a per-row pointer plus
+            # the rest (as the look-up, ``_bias_lookup(ASM_GATHER)``). Masked tiles (a few per
+            # block; the asm path saved 1 % there): tl.atomic_add, with a contiguity hint that is a
+            # layout request, not a fact (it must sit where the index is formed: through a function
+            # argument it is lost): triton's coalescing pass gives each memory operation a blocked
+            # layout of its own, and the hint gives the atomics and the masked look-up one order
+            # apart from the K / V tiles, so the index chain is computed in one layout, not two.
+            if FULL:
+                if FIXED_POINT and DS_SCALED:
+                    v = ds.to(tl.int64)
+                elif FIXED_POINT:
+                    v = (ds * fxp).to(tl.int64)
+                else:
+                    v = ds
+                _red_add((DPOS + JROW + row)[:, None] + rest, v, INTERP)
+            else:
+                _grad_add(DPOS + JROW, tl.max_contiguous(row[:, None] + rest, [2, 1]), ds, None, fxp, FIXED_POINT,
+                          DS_SCALED)
     else:
         if POS_GRAD:
             _grad_add(DPOS, row[:, None] + rest, ds, None, fxp, FIXED_POINT, DS_SCALED)
@@ -667,9 +750,14 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
             st = _fwd_update(states[i], H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_, bias, bias,
                              qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
             states = states[:i] + [st] + states[i + 1:]
+    # the block's rows and head group again: read back rather than kept alive through the loops
+    _s, s0, _L, n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK, PASS_B,
+                                                              True, INTERP)
+    hg = _program_id_again(1, INTERP)
     for i in tl.static_range(G):
-        _fwd_store(states[i], H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, stride_oh, dv_, DV, STORE_ACC,
-                   EVEN_HEADS)
+        _h, q, acc, m_i, l_i = states[i]
+        _fwd_store((hg * G + i, q, acc, m_i, l_i), H, OUT, ACC, LSE, s0 + i_loc, row_ok, i_loc, n, T, stride_ot,
+                   stride_oh, dv_, DV, STORE_ACC, EVEN_HEADS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -778,7 +866,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                 ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, FIXED_POINT: tl.constexpr,
                 POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
                 JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
-                INTERP: tl.constexpr, DS_SCALED: tl.constexpr = False):
+                INTERP: tl.constexpr, SPLIT: tl.constexpr, MASKED_SPLIT: tl.constexpr, DS_SCALED: tl.constexpr = False):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
     start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
@@ -799,11 +887,8 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
     # is read from fxp's bits (exact; no libdevice).
     if DS_SCALED:
         lse_shift = (((fxp.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127).to(tl.float32)
-        dq_scale = scale / fxp
     else:
         lse_shift = 0.0
-        dq_scale = scale
-    is_beh = row_ok & (i_loc < n)
     acc_t = tl.full([NBP], 0.0, tl.float32)
     states = [_dq_init(hg * G + i, H, Q, DO, LSE, DELTA, rows, row_ok, T, stride_qt, stride_qh, stride_dot,
                        stride_doh, dq_, dv_, lse_shift, DH, DV, BLOCK, BDH, EVEN_HEADS)
@@ -825,50 +910,70 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                 _grad_add(DPOS, P - 1, total, total == total, fxp, FIXED_POINT, DS_SCALED)
             if TIME_GRAD:
                 acc_t += tl.where(tl.arange(0, NBP) == 0, total, 0.0)
-    ar = tl.arange(0, BLOCK)
+    BN: tl.constexpr = BLOCK // SPLIT  # key columns per sub-tile
+    ar = tl.arange(0, BN)
     koff0 = ar[:, None] * stride_kt + dq_[None, :]
     voff0 = ar[:, None] * stride_vt + dv_[None, :]
     e_lo = tl.load(KV_PTR + pid)
     e_full = e_lo + tl.load(KV_FULL + pid)
     e_hi = tl.load(KV_PTR + pid + 1)
-    # masked tiles first, then full ones (as in the forward: fewer registers live in the full loop)
+    # masked tiles first, then full ones (as in the forward: fewer registers live in the full loop).
+    # A key block is walked in SPLIT sub-tiles of BN columns: the registers of a tile (bias,
+    # index, dS sum, S, dP) shrink with it, which lets a program carry more heads (that share the
+    # look-up and the atomics); dq has no running rescale, so a sub-tile adds no per-row work.
+    BNM: tl.constexpr = BN // MASKED_SPLIT
+    arm = tl.arange(0, BNM)
+    koffm = arm[:, None] * stride_kt + dq_[None, :]
+    voffm = arm[:, None] * stride_vt + dv_[None, :]
     for e in range(e_full, e_hi):
         kb = tl.load(KV_IDX + e) >> 1
-        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        col_ok = pj < n
-        ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
-        bias, bk, idx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                                   False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
-        ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE, HAS_WINDOW)
-        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
-        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
-        ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
-        for i in tl.static_range(G):
-            st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_,
-                                    bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
-            states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, False, POS_GRAD,
-                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP, DS_SCALED)
+        for sub in tl.static_range(SPLIT * MASKED_SPLIT):
+            kstart = kb * BLOCK + sub * BNM
+            pj, j_loc, cj, aj = _rows(kstart, n, R_DIL, BNM, PASS_B)
+            col_ok = pj < n
+            ts_j = _load_ts(TS, s0 + j_loc, col_ok, TS_MODE)
+            bias, bk, idx = _tile_bias(0, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BNM,
+                                       False, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
+            ok = _pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
+                            HAS_WINDOW)
+            Kt, koff = _tile_base(K, s0, kstart, j_loc, stride_kt, koffm, dq_, PASS_B)
+            Vt, voff = _tile_base(V, s0, kstart, j_loc, stride_vt, voffm, dv_, PASS_B)
+            ds_sum = tl.full([BLOCK, BNM], 0.0, tl.float32)
+            for i in tl.static_range(G):
+                st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_,
+                                        dv_, bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
+                states = states[:i] + [st] + states[i + 1:]
+            acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, False, POS_GRAD,
+                                    TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP, DS_SCALED)
     for e in range(e_lo, e_full):
         kb = tl.load(KV_IDX + e) >> 1
-        pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        ts_j = _load_ts_full(TS, s0, kb * BLOCK, j_loc, TS_MODE, BLOCK, PASS_B)
-        delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
-        bias, bk, idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
-                                   BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP, True)
-        Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
-        Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
-        ds_sum = tl.full([BLOCK, BLOCK], 0.0, tl.float32)
-        for i in tl.static_range(G):
-            st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_,
-                                    bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
-            states = states[:i] + [st] + states[i + 1:]
-        acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, True, POS_GRAD,
-                                TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP, DS_SCALED)
+        for sub in tl.static_range(SPLIT):
+            kstart = kb * BLOCK + sub * BN
+            pj, j_loc, cj, aj = _rows(kstart, n, R_DIL, BN, PASS_B)
+            ts_j = _load_ts_full(TS, s0, kstart, j_loc, TS_MODE, BN, PASS_B)
+            delta_pos = _block_delta(start, kstart, n, R_DIL, PASS_B)
+            bias, bk, idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
+                                       BN, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP, True)
+            Kt, koff = _tile_base(K, s0, kstart, j_loc, stride_kt, koff0, dq_, PASS_B)
+            Vt, voff = _tile_base(V, s0, kstart, j_loc, stride_vt, voff0, dv_, PASS_B)
+            ds_sum = tl.full([BLOCK, BN], 0.0, tl.float32)
+            for i in tl.static_range(G):
+                st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_,
+                                        dv_, bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
+                states = states[:i] + [st] + states[i + 1:]
+            acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, True, POS_GRAD,
+                                    TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP, DS_SCALED)
     # the block's rows again: read back rather than kept alive through the loops (registers)
-    _s, s0, _L, _n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK, PASS_B)
+    _s, s0, _L, _n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK, PASS_B,
+                                                               True, INTERP)
+    hg = _program_id_again(1, INTERP)
+    if DS_SCALED:  # fxp read again, not kept alive through the loops (registers)
+        dq_scale = scale / tl.load(FXP)
+    else:
+        dq_scale = scale
     for i in tl.static_range(G):
-        _dq_store(states[i], H, DQ, s0 + i_loc, row_ok, dq_scale, stride_dqt, stride_dqh, dq_, DH, ACCUM,
+        _h, q, do, lse, delta, dq = states[i]
+        _dq_store((hg * G + i, q, do, lse, delta, dq), H, DQ, s0 + i_loc, row_ok, dq_scale, stride_dqt, stride_dqh, dq_, DH, ACCUM,
                   EVEN_HEADS)
     if TIME_GRAD and JROW == 0:
         ids = tl.arange(0, NBP)
@@ -891,8 +996,10 @@ def _kv_init(h, H, K, V, cols, key_ok, stride_kt, stride_kh, stride_vt, stride_v
 @triton.jit
 def _kv_update(st, H, Q, DO, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh, stride_doh, dq_, dv_, biasT, okT,
                qk_scale, DH: tl.constexpr, DV: tl.constexpr, FULL: tl.constexpr, EVEN_HEADS: tl.constexpr,
-               UPCAST: tl.constexpr, IEEE: tl.constexpr):
-    """One query tile for one head, transposed: S^T = k q^T, dv += P^T dO, dk += dS^T q."""
+               UPCAST: tl.constexpr, IEEE: tl.constexpr, row0=0, CONTIG: tl.constexpr = False):
+    """One query tile for one head, transposed: S^T = k q^T, dv += P^T dO, dk += dS^T q. CONTIG: the
+    rows are ``row0 + arange`` (pass A's full tiles), so LSE and Delta load from one scalar base
+    (64-bit row indices per element took registers the two-head config lacked)."""
     h, k, v, dk, dv = st
     hok = row_ok
     if not EVEN_HEADS:
@@ -900,7 +1007,14 @@ def _kv_update(st, H, Q, DO, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh
     even = FULL and EVEN_HEADS and (DH == k.shape[1]) and (DV == v.shape[1])
     q = _load_tile(Q + h * stride_qh, qoff, hok[:, None] & (dq_[None, :] < DH), even)
     do = _load_tile(DO + h * stride_doh, dooff, hok[:, None] & (dv_[None, :] < DV), even)
-    if even:  # a full tile's rows are all behaviors of the sequence, the head complete
+    if even and CONTIG:
+        lse = tl.load((LSE + (h.to(tl.int64) * T + row0)) + tl.arange(0, rows.shape[0]))
+        delta = tl.load((DELTA + (h.to(tl.int64) * T + row0)) + tl.arange(0, rows.shape[0]))
+    elif CONTIG:
+        lse = tl.load((LSE + (h.to(tl.int64) * T + row0)) + tl.arange(0, rows.shape[0]), mask=hok,
+                      other=float("inf"))
+        delta = tl.load((DELTA + (h.to(tl.int64) * T + row0)) + tl.arange(0, rows.shape[0]), mask=hok, other=0.0)
+    elif even:  # a full tile's rows are all behaviors of the sequence, the head complete
         lse = tl.load(LSE + h.to(tl.int64) * T + rows)
         delta = tl.load(DELTA + h.to(tl.int64) * T + rows)
     else:
@@ -974,7 +1088,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
                   PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr,
                   POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
                   JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
-                  INTERP: tl.constexpr):
+                  INTERP: tl.constexpr, SPLIT: tl.constexpr, MASKED_SPLIT: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
     # key_ok: every key row of the block (target rows get their own diagonal below)
@@ -1001,48 +1115,70 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
     e_lo = tl.load(Q_PTR + pid)
     e_full = e_lo + tl.load(Q_FULL + pid)
     e_hi = tl.load(Q_PTR + pid + 1)
-    ar = tl.arange(0, BLOCK)
+    BM: tl.constexpr = BLOCK // SPLIT  # query rows per sub-tile (full tiles)
+    ar = tl.arange(0, BM)
     qoff0 = ar[:, None] * stride_qt + dq_[None, :]
     dooff0 = ar[:, None] * stride_dot + dv_[None, :]
     for e in range(e_lo, e_full):
         qb = tl.load(Q_IDX + e) >> 1
-        p, i_loc, ci, ai = _rows(qb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        row_ok = p < L
-        if PASS_B:
-            row_ok = p < n
-        rows = s0 + i_loc
-        ts_i = _load_ts_full(TS, s0, qb * BLOCK, i_loc, TS_MODE, BLOCK, PASS_B)
-        # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
-        posT = _toeplitz_index(_block_delta(qb * BLOCK, start, n, R_DIL, PASS_B), mult, P, BLOCK, BLOCK, True,
-                               POS_CLAMP)
-        biasT, _bk, _idx = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP)
-        Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
-        DOt, dooff = _tile_base(DO, s0, qb * BLOCK, i_loc, stride_dot, dooff0, dv_, PASS_B)
-        for i in tl.static_range(G):
-            st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh, stride_doh,
-                            dq_, dv_, biasT, biasT, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
-            states = states[:i] + [st] + states[i + 1:]
+        for sub in tl.static_range(SPLIT):
+            qstart = qb * BLOCK + sub * BM
+            p, i_loc, ci, ai = _rows(qstart, n, R_DIL, BM, PASS_B)
+            row_ok = p < L
+            if PASS_B:
+                row_ok = p < n
+            rows = s0 + i_loc
+            ts_i = _load_ts_full(TS, s0, qstart, i_loc, TS_MODE, BM, PASS_B)
+            # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
+            posT = _toeplitz_index(_block_delta(qstart, start, n, R_DIL, PASS_B), mult, P, BLOCK, BM, True,
+                                   POS_CLAMP)
+            biasT, _bk, _idx = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
+                                            INTERP, True)
+            Qt, qoff = _tile_base(Q, s0, qstart, i_loc, stride_qt, qoff0, dq_, PASS_B)
+            DOt, dooff = _tile_base(DO, s0, qstart, i_loc, stride_dot, dooff0, dv_, PASS_B)
+            for i in tl.static_range(G):
+                st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh,
+                                stride_doh, dq_, dv_, biasT, biasT, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE,
+                                s0 + qstart, not PASS_B)
+                states = states[:i] + [st] + states[i + 1:]
+    # what only the masked tiles need, read again rather than kept alive through the full loop
+    start, s0, L, n, pj, j_loc, cj, aj, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
+                                                               BLOCK, PASS_B, True, INTERP)
+    col_ok = pj < n
+    ts_j = _load_ts(TS, s0 + j_loc, key_ok, TS_MODE)
+    BMM: tl.constexpr = BM // MASKED_SPLIT  # query rows per sub-tile (masked tiles)
+    arm = tl.arange(0, BMM)
+    qoffm = arm[:, None] * stride_qt + dq_[None, :]
+    dooffm = arm[:, None] * stride_dot + dv_[None, :]
     for e in range(e_full, e_hi):
         qb = tl.load(Q_IDX + e) >> 1
-        p, i_loc, ci, ai = _rows(qb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        row_ok = p < L
-        if PASS_B:
-            row_ok = p < n
-        rows = s0 + i_loc
-        ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
-        pos_i = tl.minimum(i_loc, n)
-        # always clamped: pairs this tile does not hold reach beyond the table (the look-up is unmasked)
-        relT = tl.minimum(tl.maximum(pos_i[None, :] - j_loc[:, None], -(P - 1)), P - 1)
-        biasT, _bk, _idx = _bias_lookup((j_loc * 0, relT + (P - 1)), ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS,
-                                        TS_MODE, NB_CLAMP, INTERP)
-        okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B, SPARSE,
-                                  HAS_WINDOW))
-        Qt, qoff = _tile_base(Q, s0, qb * BLOCK, i_loc, stride_qt, qoff0, dq_, PASS_B)
-        DOt, dooff = _tile_base(DO, s0, qb * BLOCK, i_loc, stride_dot, dooff0, dv_, PASS_B)
-        for i in tl.static_range(G):
-            st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh, stride_doh,
-                            dq_, dv_, biasT, okT, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
-            states = states[:i] + [st] + states[i + 1:]
+        for sub in tl.static_range(SPLIT * MASKED_SPLIT):
+            qstart = qb * BLOCK + sub * BMM
+            p, i_loc, ci, ai = _rows(qstart, n, R_DIL, BMM, PASS_B)
+            row_ok = p < L
+            if PASS_B:
+                row_ok = p < n
+            rows = s0 + i_loc
+            ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
+            pos_i = tl.minimum(i_loc, n)
+            # always clamped: pairs this tile does not hold reach beyond the table (the look-up is unmasked)
+            relT = tl.minimum(tl.maximum(pos_i[None, :] - j_loc[:, None], -(P - 1)), P - 1)
+            biasT, _bk, _idx = _bias_lookup((j_loc * 0, relT + (P - 1)), ts_j, ts_i, W_POS, W_TIME, NB, JROW,
+                                            HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+            okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B,
+                                      SPARSE, HAS_WINDOW))
+            Qt, qoff = _tile_base(Q, s0, qstart, i_loc, stride_qt, qoffm, dq_, PASS_B)
+            DOt, dooff = _tile_base(DO, s0, qstart, i_loc, stride_dot, dooffm, dv_, PASS_B)
+            for i in tl.static_range(G):
+                st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh,
+                                stride_doh, dq_, dv_, biasT, okT, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE,
+                                s0 + qstart, not PASS_B)
+                states = states[:i] + [st] + states[i + 1:]
+    # the block's columns and head group again: read back rather than kept alive through the loops
+    _s, s0, _L, _n, _p, j_loc, _c, _a, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK,
+                                                               PASS_B, True, INTERP)
+    hg = _program_id_again(1, INTERP)
     for i in tl.static_range(G):
-        _kv_store(states[i], H, DK, DVAL, cols, key_ok, scale, stride_dkt, stride_dkh, stride_dvt, stride_dvh, dq_,
+        _h, k, v, dk, dv = states[i]
+        _kv_store((hg * G + i, k, v, dk, dv), H, DK, DVAL, s0 + j_loc, key_ok, scale, stride_dkt, stride_dkh, stride_dvt, stride_dvh, dq_,
                   dv_, DH, DV, ACCUM, EVEN_HEADS)
