@@ -40,8 +40,9 @@ class Variant:
     stack_bytes: int
     loops: List[sass.LoopReport] = field(default_factory=list)
     cubin: Optional[str] = None
-    # tensor-core FLOP one loop iteration needs for the whole program (its tile: rows x columns
-    # x head dims x matmuls x heads); the instructions' own FLOP count it more than once where the
+    # tensor-core FLOP one loop iteration over a whole tile needs for the whole program (its tile:
+    # rows x columns x head dims x matmuls x heads; a loop over sub-tiles scales it by the loop's
+    # ``tile_fraction``); the instructions' own FLOP count it more than once where the
     # compiler computes a product in two warpgroups (a 64-row tile at 8 warps: each warpgroup
     # needs all of P / dS as the register operand of its half of the next matmul)
     useful_flop: Optional[float] = None
@@ -51,7 +52,9 @@ class Variant:
         return int(self.config.get("num_warps") or 4)
 
     def useful_per_warp(self, loop: sass.LoopReport) -> float:
-        return self.useful_flop / self.warps if self.useful_flop else loop.flop_per_warp
+        if not self.useful_flop:
+            return loop.flop_per_warp
+        return self.useful_flop * loop.tile_fraction / self.warps
 
     def duplication(self, loop: sass.LoopReport) -> float:
         """Tensor-core work issued over the work the tile needs (1.0: none repeated)."""
@@ -182,6 +185,15 @@ def ours(case: Case, arch: int = 90, cubin_dir: Optional[str] = None, module=Non
                 # the masked-tile loop comes first in the kernel, the full one second
                 for loop, trips in zip(v.loops, reversed(time_bucket_iterations(launch))):
                     loop.inner_iterations = trips
+            if launch.kernel == "attn_bwd_dkdv" and v.loops:
+                # one query sub-tile an iteration (the full loop first, the masked one second)
+                split = int(b.get("SPLIT", 1))
+                subtiles = (split, split * int(b.get("MASKED_SPLIT", 1)))
+                if len(v.loops) != 2 and subtiles != (1, 1):
+                    raise RuntimeError(f"{v.cubin}: {len(v.loops)} tensor-core loops; dk/dv's sub-tile "
+                                       "count per iteration needs its full and masked loop")
+                for loop, n in zip(v.loops, subtiles):
+                    loop.tile_fraction = 1.0 / n
             out.append(v)
     return out
 

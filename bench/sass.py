@@ -111,6 +111,8 @@ class LoopReport:
     # mean iterations of the inner loops without tensor-core work per iteration of this loop
     # (e.g. the dq kernel's loop over a tile's time buckets); their body is counted that often
     inner_iterations: float = 1.0
+    # the part of a [BLOCK, BLOCK] tile one iteration covers (a loop over sub-tiles: 1 / their count)
+    tile_fraction: float = 1.0
 
     @property
     def inner_other(self) -> float:

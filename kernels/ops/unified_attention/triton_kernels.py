@@ -74,7 +74,8 @@ MAX_GROUP = 16
 _SPACES = {
     "fwd": [(4, 1, 128), (4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128), (8, 2, 64)],
     "dq": [(4, 1, 64), (8, 2, 64, 1, 1), (4, 1, 128, 2, 2)],
-    "dkdv": [(4, 3, 128), (4, 1, 128), (8, 2, 128, 1, 1)],
+    "dkdv": [(4, 3, 128, 1, 1), (4, 1, 128, 1, 1), (8, 2, 128, 1, 1), (4, 1, 256, 2, 2), (4, 2, 256, 2, 2),
+             (4, 3, 256, 2, 2)],
 }
 
 
@@ -973,8 +974,8 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
         dq_scale = scale
     for i in tl.static_range(G):
         _h, q, do, lse, delta, dq = states[i]
-        _dq_store((hg * G + i, q, do, lse, delta, dq), H, DQ, s0 + i_loc, row_ok, dq_scale, stride_dqt, stride_dqh, dq_, DH, ACCUM,
-                  EVEN_HEADS)
+        _dq_store((hg * G + i, q, do, lse, delta, dq), H, DQ, s0 + i_loc, row_ok, dq_scale, stride_dqt, stride_dqh,
+                  dq_, DH, ACCUM, EVEN_HEADS)
     if TIME_GRAD and JROW == 0:
         ids = tl.arange(0, NBP)
         _grad_add(DTIME, ids, acc_t, ids <= NB, fxp, FIXED_POINT, DS_SCALED)
@@ -1115,32 +1116,34 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
     e_lo = tl.load(Q_PTR + pid)
     e_full = e_lo + tl.load(Q_FULL + pid)
     e_hi = tl.load(Q_PTR + pid + 1)
+    # Each query block is walked in sub-tiles of BM rows (SPLIT a block; SPLIT * MASKED_SPLIT a masked
+    # one), one a loop iteration: a runtime loop, not an unrolled one (unrolled, the compiler
+    # overlapped two sub-tiles and two heads spilled 64 B).
     BM: tl.constexpr = BLOCK // SPLIT  # query rows per sub-tile (full tiles)
     ar = tl.arange(0, BM)
     qoff0 = ar[:, None] * stride_qt + dq_[None, :]
     dooff0 = ar[:, None] * stride_dot + dv_[None, :]
-    for e in range(e_lo, e_full):
-        qb = tl.load(Q_IDX + e) >> 1
-        for sub in tl.static_range(SPLIT):
-            qstart = qb * BLOCK + sub * BM
-            p, i_loc, ci, ai = _rows(qstart, n, R_DIL, BM, PASS_B)
-            row_ok = p < L
-            if PASS_B:
-                row_ok = p < n
-            rows = s0 + i_loc
-            ts_i = _load_ts_full(TS, s0, qstart, i_loc, TS_MODE, BM, PASS_B)
-            # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
-            posT = _toeplitz_index(_block_delta(qstart, start, n, R_DIL, PASS_B), mult, P, BLOCK, BM, True,
-                                   POS_CLAMP)
-            biasT, _bk, _idx = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
-                                            INTERP, True)
-            Qt, qoff = _tile_base(Q, s0, qstart, i_loc, stride_qt, qoff0, dq_, PASS_B)
-            DOt, dooff = _tile_base(DO, s0, qstart, i_loc, stride_dot, dooff0, dv_, PASS_B)
-            for i in tl.static_range(G):
-                st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh,
-                                stride_doh, dq_, dv_, biasT, biasT, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE,
-                                s0 + qstart, not PASS_B)
-                states = states[:i] + [st] + states[i + 1:]
+    for e2 in range(e_lo * SPLIT, e_full * SPLIT):
+        qb = tl.load(Q_IDX + e2 // SPLIT) >> 1
+        qstart = qb * BLOCK + (e2 % SPLIT) * BM
+        p, i_loc, ci, ai = _rows(qstart, n, R_DIL, BM, PASS_B)
+        row_ok = p < L
+        if PASS_B:
+            row_ok = p < n
+        rows = s0 + i_loc
+        ts_i = _load_ts_full(TS, s0, qstart, i_loc, TS_MODE, BM, PASS_B)
+        # the transposed tile [keys, queries]: bias^T (Toeplitz with the roles of a and b swapped)
+        posT = _toeplitz_index(_block_delta(qstart, start, n, R_DIL, PASS_B), mult, P, BLOCK, BM, True,
+                               POS_CLAMP)
+        biasT, _bk, _idx = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
+                                        INTERP, True)
+        Qt, qoff = _tile_base(Q, s0, qstart, i_loc, stride_qt, qoff0, dq_, PASS_B)
+        DOt, dooff = _tile_base(DO, s0, qstart, i_loc, stride_dot, dooff0, dv_, PASS_B)
+        for i in tl.static_range(G):
+            st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh,
+                            stride_doh, dq_, dv_, biasT, biasT, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE,
+                            s0 + qstart, not PASS_B)
+            states = states[:i] + [st] + states[i + 1:]
     # what only the masked tiles need, read again rather than kept alive through the full loop
     start, s0, L, n, pj, j_loc, cj, aj, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
                                                                BLOCK, PASS_B, True, INTERP)
@@ -1150,35 +1153,35 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
     arm = tl.arange(0, BMM)
     qoffm = arm[:, None] * stride_qt + dq_[None, :]
     dooffm = arm[:, None] * stride_dot + dv_[None, :]
-    for e in range(e_full, e_hi):
-        qb = tl.load(Q_IDX + e) >> 1
-        for sub in tl.static_range(SPLIT * MASKED_SPLIT):
-            qstart = qb * BLOCK + sub * BMM
-            p, i_loc, ci, ai = _rows(qstart, n, R_DIL, BMM, PASS_B)
-            row_ok = p < L
-            if PASS_B:
-                row_ok = p < n
-            rows = s0 + i_loc
-            ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
-            pos_i = tl.minimum(i_loc, n)
-            # always clamped: pairs this tile does not hold reach beyond the table (the look-up is unmasked)
-            relT = tl.minimum(tl.maximum(pos_i[None, :] - j_loc[:, None], -(P - 1)), P - 1)
-            biasT, _bk, _idx = _bias_lookup((j_loc * 0, relT + (P - 1)), ts_j, ts_i, W_POS, W_TIME, NB, JROW,
-                                            HAS_POS, TS_MODE, NB_CLAMP, INTERP)
-            okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B,
-                                      SPARSE, HAS_WINDOW))
-            Qt, qoff = _tile_base(Q, s0, qstart, i_loc, stride_qt, qoffm, dq_, PASS_B)
-            DOt, dooff = _tile_base(DO, s0, qstart, i_loc, stride_dot, dooffm, dv_, PASS_B)
-            for i in tl.static_range(G):
-                st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh,
-                                stride_doh, dq_, dv_, biasT, okT, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE,
-                                s0 + qstart, not PASS_B)
-                states = states[:i] + [st] + states[i + 1:]
+    NSUB: tl.constexpr = SPLIT * MASKED_SPLIT
+    for e2 in range(e_full * NSUB, e_hi * NSUB):
+        qb = tl.load(Q_IDX + e2 // NSUB) >> 1
+        qstart = qb * BLOCK + (e2 % NSUB) * BMM
+        p, i_loc, ci, ai = _rows(qstart, n, R_DIL, BMM, PASS_B)
+        row_ok = p < L
+        if PASS_B:
+            row_ok = p < n
+        rows = s0 + i_loc
+        ts_i = _load_ts(TS, rows, row_ok, TS_MODE)
+        pos_i = tl.minimum(i_loc, n)
+        # always clamped: pairs this tile does not hold reach beyond the table (the look-up is unmasked)
+        relT = tl.minimum(tl.maximum(pos_i[None, :] - j_loc[:, None], -(P - 1)), P - 1)
+        biasT, _bk, _idx = _bias_lookup((j_loc * 0, relT + (P - 1)), ts_j, ts_i, W_POS, W_TIME, NB, JROW,
+                                        HAS_POS, TS_MODE, NB_CLAMP, INTERP)
+        okT = tl.trans(_pair_mask(row_ok, col_ok, i_loc, j_loc, ci, cj, ai, aj, n, WIN, GLOB, S_CLS, PASS_B,
+                                  SPARSE, HAS_WINDOW))
+        Qt, qoff = _tile_base(Q, s0, qstart, i_loc, stride_qt, qoffm, dq_, PASS_B)
+        DOt, dooff = _tile_base(DO, s0, qstart, i_loc, stride_dot, dooffm, dv_, PASS_B)
+        for i in tl.static_range(G):
+            st = _kv_update(states[i], H, Qt, DOt, LSE, DELTA, rows, row_ok, qoff, dooff, T, stride_qh,
+                            stride_doh, dq_, dv_, biasT, okT, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE,
+                            s0 + qstart, not PASS_B)
+            states = states[:i] + [st] + states[i + 1:]
     # the block's columns and head group again: read back rather than kept alive through the loops
     _s, s0, _L, _n, _p, j_loc, _c, _a, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK,
                                                                PASS_B, True, INTERP)
     hg = _program_id_again(1, INTERP)
     for i in tl.static_range(G):
         _h, k, v, dk, dv = states[i]
-        _kv_store((hg * G + i, k, v, dk, dv), H, DK, DVAL, s0 + j_loc, key_ok, scale, stride_dkt, stride_dkh, stride_dvt, stride_dvh, dq_,
-                  dv_, DH, DV, ACCUM, EVEN_HEADS)
+        _kv_store((hg * G + i, k, v, dk, dv), H, DK, DVAL, s0 + j_loc, key_ok, scale, stride_dkt, stride_dkh,
+                  stride_dvt, stride_dvh, dq_, dv_, DH, DV, ACCUM, EVEN_HEADS)
