@@ -330,3 +330,56 @@ def test_time_buckets_at_their_edges(device, joint, monkeypatch):
         inputs["w_time"].copy_(torch.linspace(-2.0, 2.0, 32))
     assert (launch._Run(as_call(inputs, AttentionPattern())).jrow > 0) == joint
     run_parity(inputs, torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("in_order", [True, False])
+def test_full_tiles_with_behaviors_in_and_out_of_time_order(device, in_order):
+    """With every sequence's behaviors in time order (``TS_SORTED``, read in the timestamp check's
+    one sync) the full tiles, whose keys all precede their queries, bucket dt >= 0 without
+    ``abs``; out of order they keep it. Both give the reference's results, here with time
+    differences at the bucket edges (ties, 2**k - 1 / 2**k / 2**k + 1) inside full tiles: a
+    48-token sequence of behaviors only (the interpreter's 16-token blocks: three full tiles)."""
+    from suan_kernels.ops.unified_attention import launch
+
+    g = torch.Generator().manual_seed(11)
+    edges = [0, 0, 1, 2, 3, 4, 7, 8, 9, 255, 256, 257, 2**16 - 1, 2**16, 2**16 + 1, 2**24, 2**24 + 1, 2**30 - 1]
+    stamps = sorted(edges + torch.randint(0, 2**30, (48 - len(edges),), generator=g).tolist())
+    if not in_order:
+        stamps = [stamps[i] for i in torch.randperm(48, generator=g).tolist()]
+    inputs = make_inputs([48, 21], [0, 3], heads=2, num_buckets=31, device=device, requires_grad=True, seed=5)
+    ts = inputs["timestamps"].clone()
+    ts[:48] = 1_700_000_000 + torch.tensor(stamps, dtype=torch.int64).to(ts.device)
+    inputs["timestamps"] = ts
+    with torch.no_grad():
+        inputs["w_time"].copy_(torch.linspace(-2.0, 2.0, 32))
+    assert launch._Run(as_call(inputs, AttentionPattern())).ts_sorted == in_order
+    run_parity(inputs, torch.float32)
+    run_parity(inputs, torch.float32, AttentionPattern(window=20, dilation=2, num_global=1))
+
+
+def test_time_order_check_compares_behaviors_only():
+    """``check_timestamps`` says whether each sequence's behaviors are in time order: a target
+    earlier than the behaviors does not count, a behavior earlier than the one before does, and
+    float timestamps (their own kernel path) or a missing time term give False."""
+    from suan_kernels.ops.unified_attention.validation import check_timestamps, check_values
+
+    def verdict(inputs):
+        c = as_call(inputs, AttentionPattern())
+        return check_timestamps(c, check_values(c)[0])
+
+    inputs = make_inputs([10, 6, 0, 1], [2, 0, 0, 1], seed=2)
+    assert verdict(inputs) is True
+    ts = inputs["timestamps"].clone()
+    ts[9] = ts[0] - 5  # the first sequence's last target, before all its behaviors
+    inputs["timestamps"] = ts
+    assert verdict(inputs) is True
+    ts[3] = ts[2] - 1  # a behavior before the one it follows
+    assert verdict(inputs) is False
+    ts[3] = ts[2]  # ties are in order
+    ts[10] = ts[9] - 100  # the second sequence starts earlier than the first ends: not compared
+    assert verdict(inputs) is True
+    assert verdict(make_inputs([10, 6], [2, 0], seed=2, ts_float=True)) is False
+    no_time = make_inputs([10, 6], [2, 0], seed=2)
+    no_time["w_time"] = None
+    assert verdict(no_time) is False

@@ -115,7 +115,7 @@ class _Run:
         self.block = block_size(self.DH, self.DV, q.dtype, self.interpret)
         self.layout: AttentionLayout = LAYOUT_CACHE.get(call.offsets, call.num_targets, self.block, call.pattern,
                                                         validate=lambda: check_values(call))
-        _TIMESTAMPS_CHECKED.check(call, self.layout)
+        in_order = _TIMESTAMPS_CHECKED.check(call, self.layout)
         # the kernels read metadata and bias tables as dense arrays: strided views are copied
         num_targets = call.num_targets
         self.nt = num_targets.to(torch.int64).contiguous() if num_targets is not None else torch.zeros(
@@ -137,6 +137,9 @@ class _Run:
             self.ts_mode, self.ts = 2, call.timestamps.to(torch.float64).contiguous()
         else:
             self.ts_mode, self.ts = 1, rebased_timestamps(call.timestamps, self.offs, self.layout.lengths)
+        # integer timestamps with every sequence's behaviors in time order: the kernels' full tiles
+        # (keys before queries) take dt >= 0 and skip an abs a pair (validation.check_timestamps)
+        self.ts_sorted = self.ts_mode == 1 and in_order
         # relative positions reach max_len - 1: the table needs no clamp when it is that long
         self.pos_clamp = self.P < self.layout.max_len
         self.nb_clamp = self.ts_mode != 1 or self.NB < 31  # int32 buckets are at most 30
@@ -183,7 +186,7 @@ class _Run:
         args = dict(T=self.T, H=self.H, qk_scale=self.qk_scale, P=self.P, NB=self.NB, LEN_BUCKET=self.len_bucket,
                     **ints)
         consts.update(DH=self.DH, DV=self.DV, BLOCK=self.block, BDH=self.bdh, BDV=self.bdv,
-                      HAS_POS=self.has_pos, TS_MODE=self.ts_mode,
+                      HAS_POS=self.has_pos, TS_MODE=self.ts_mode, TS_SORTED=self.ts_sorted,
                       POS_CLAMP=self.pos_clamp, NB_CLAMP=self.nb_clamp, JROW=self.jrow, UPCAST=self.upcast, IEEE=self.ieee,
                       INTERP=self.interpret)
         return args, consts, program_grid(pl.num_blocks, self.H)
@@ -298,20 +301,25 @@ class _CheckedTimestamps:
         self._seen: "collections.OrderedDict" = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, call: AttentionCall, layout: AttentionLayout) -> None:
+    def check(self, call: AttentionCall, layout: AttentionLayout) -> bool:
+        """``check_timestamps``' verdict (raises on bad timestamps); returns whether the behaviors
+        are in time order (``TS_SORTED``)."""
         ts = call.timestamps
         if ts is None or call.w_time is None:
-            return
-        key = (id(ts), ts._version, id(call.offsets), call.offsets._version)
+            return False
+        nt = call.num_targets
+        key = (id(ts), ts._version, id(call.offsets), call.offsets._version,
+               None if nt is None else (id(nt), nt._version))
         with self._lock:
             if key in self._seen:
                 self._seen.move_to_end(key)
-                return
-        check_timestamps(call, layout.lengths)
+                return self._seen[key][-1]
+        in_order = check_timestamps(call, layout.lengths)
         with self._lock:  # keep the tensors alive so their ids cannot be reused
-            self._seen[key] = (ts, call.offsets)
+            self._seen[key] = (ts, call.offsets, nt, in_order)
             while len(self._seen) > self.capacity:
                 self._seen.popitem(last=False)
+        return in_order
 
 
 _TIMESTAMPS_CHECKED = _CheckedTimestamps()

@@ -16,7 +16,9 @@ states are carried as a tuple (one entry per head).
   of 2**31 units or more is refused), ``bucket = floor(log2(|dt|))`` is ``abs`` + ``bfind``
   (``_flo_abs``; -1 for dt = 0, which the tables' leading copy of bucket 0 absorbs; the
   interpreter uses an exact float-exponent twin). Float timestamps take a float64
-  path (``TS_MODE == 2``), exact but slower.
+  path (``TS_MODE == 2``), exact but slower. ``TS_SORTED`` (the launcher's timestamp check found
+  every sequence's behaviors in time order): a full tile's keys all precede its queries, so there
+  dt >= 0 and the bucket is ``bfind`` alone.
 * Full tiles (every pair allowed, every row a behavior) are counted first in each block's list
   and run in their own loop, without mask code, with the position bias read as a Toeplitz tile
   (``w_pos[delta + a - b]``). The kernels run the targets' own diagonal and the masked tiles
@@ -131,7 +133,7 @@ def _group(kernel: str):
     return triton.heuristics({"G": g, "EVEN_HEADS": lambda a: a["H"] % g(a) == 0})
 
 
-_KEY = ["H", "BDH", "BDV", "LEN_BUCKET", "PASS_B", "HAS_POS", "TS_MODE", "SPARSE"]
+_KEY = ["H", "BDH", "BDV", "LEN_BUCKET", "PASS_B", "HAS_POS", "TS_MODE", "TS_SORTED", "SPARSE"]
 # What a launch reads back of what it (or an earlier launch) wrote: on the first call of a key the
 # GPU autotuner runs the launch many times per config, and these are restored after each run.
 # Pass B resumes pass A's softmax state (ACC, LSE) and adds to its dq / dk / dv; the bias-table
@@ -173,21 +175,26 @@ def _dot(a, b, UPCAST: tl.constexpr, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _flo_abs(x, INTERP: tl.constexpr):
+def _flo_abs(x, INTERP: tl.constexpr, ABS: tl.constexpr = True):
     """floor(log2(|x|)) of int32 x, and -1 where x == 0: ``abs`` + ``bfind`` compiled (two
     instructions; bfind of 0 is -1, so no ``| 1`` is needed: the tables carry a row for -1); the
     interpreter reads the float32 exponent and corrects the rounding up of 2**k - 1 (identical
-    results for |x| < 2**31)."""
+    results for |x| < 2**31). ABS=False: x is known to be >= 0 (``bfind`` alone)."""
     if INTERP:
-        a = tl.abs(x)
+        if ABS:
+            a = tl.abs(x)
+        else:
+            a = x
         a1 = a | 1
         e = ((a1.to(tl.float32).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
         e = tl.minimum(e, 30)
         e = tl.where((tl.full(x.shape, 1, tl.int32) << e) > a1, e - 1, e)
         return tl.where(a == 0, -1, e)
-    else:
+    elif ABS:
         return tl.inline_asm_elementwise("{ .reg .s32 t; abs.s32 t, $1; bfind.u32 $0, t; }", "=r,r", [x],
                                          dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise("bfind.u32 $0, $1;", "=r,r", [x], dtype=tl.int32, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -276,8 +283,7 @@ def _load_ts(TS, rows, ok, TS_MODE: tl.constexpr):
 
 
 @triton.jit
-def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.constexpr, PASS_B: tl.constexpr,
-                  PIN: tl.constexpr = False, INTERP: tl.constexpr = True):
+def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
     """Timestamps of a full tile's block (local indices ``idx``; its rows and columns are all
     behaviors of the sequence by ``layout.py``'s definition: no mask). Pass A's
     block is contiguous: one scalar base and constant offsets (the compiler then folds them into
@@ -286,9 +292,6 @@ def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.con
         return idx * 0
     elif PASS_B:
         return tl.load(TS + (s0 + idx))
-    elif PIN and not INTERP:
-        t = tl.load((TS + (s0 + block_start)) + tl.arange(0, BLOCK))
-        return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [t], dtype=tl.int32, is_pure=False, pack=1)
     else:
         return tl.load((TS + (s0 + block_start)) + tl.arange(0, BLOCK))
 
@@ -303,13 +306,15 @@ def _load_tile(PTR, off, mask, FULL: tl.constexpr):
 
 
 @triton.jit
-def _bucket(dt, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr):
+def _bucket(dt, NB, TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr,
+            NONNEG: tl.constexpr = False):
     """Time bucket of differences ``dt`` (any shape): min(floor(log2(max(|dt|, 1))), NB), int32,
     except that int32 differences of 0 give -1 (bucket 0 as well): the launcher passes every
     time table (and its gradient) as a view one row past a copy of bucket 0's row, so index -1
-    reads bucket 0, and that saves an instruction per pair."""
+    reads bucket 0, and that saves an instruction per pair. NONNEG: int32 ``dt`` known >= 0 (a
+    full tile of behaviors in time order, ``TS_SORTED``): no ``abs``."""
     if TS_MODE == 1:
-        bk = _flo_abs(dt, INTERP)
+        bk = _flo_abs(dt, INTERP, not NONNEG)
         if NB_CLAMP:
             bk = tl.minimum(bk, NB)
     else:  # float64 timestamps: the exponent of |dt| (exact, no libdevice)
@@ -440,7 +445,7 @@ def _program_id_again(AXIS: tl.constexpr, INTERP: tl.constexpr):
 @triton.jit
 def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
                  TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr,
-                 ASM_GATHER: tl.constexpr = False):
+                 ASM_GATHER: tl.constexpr = False, DT_ORDER: tl.constexpr = 0):
     """(bias, time bucket, index into ``W_POS``) of pairs with w_pos indices ``pos`` (a pair: per-row
     part [rows], rest [rows, cols]; the index is their sum) and timestamps ``ts_a[:, None]``,
     ``ts_b[None, :]``. With JROW > 0 (both terms) ``W_POS`` is the joint table
@@ -450,11 +455,19 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
     with both terms (a joint table too large) reads the two tables. The w_pos indices must lie in
     [0, 2P - 2]: no mask here. ASM_GATHER: the joint table gathered with ``_gather`` (the bias then
     in the MMA layout of the scores, no conversion through shared memory; full tiles of dq and
-    dk/dv: in the forward it cost more than it saved, 1.69 against 1.65 per kFLOP)."""
+    dk/dv: in the forward it cost more than it saved, 1.69 against 1.65 per kFLOP). DT_ORDER: 0 for
+    any timestamps; 1 when ``ts_a >= ts_b`` for every pair, -1 when ``ts_a <= ts_b`` (a full tile
+    of behaviors in time order, the query later than the key): the difference is then taken in the
+    order that makes it >= 0 and its bucket needs no ``abs``."""
     row, rest = pos
     idx = pos
     if TS_MODE != 0:
-        bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
+        if DT_ORDER == 0:
+            bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
+        elif DT_ORDER == 1:
+            bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP, True)
+        else:
+            bk = _bucket(ts_b[None, :] - ts_a[:, None], NB, TS_MODE, NB_CLAMP, INTERP, True)
         if HAS_POS:
             if JROW > 0:
                 rest = _joint_index(rest, bk, JROW)
@@ -479,14 +492,16 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
 @triton.jit
 def _tile_bias(delta, MULT, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, ROWS: tl.constexpr, COLS: tl.constexpr,
                FULL: tl.constexpr, HAS_POS: tl.constexpr, TS_MODE: tl.constexpr, POS_CLAMP: tl.constexpr,
-               NB_CLAMP: tl.constexpr, JROW: tl.constexpr, INTERP: tl.constexpr, ASM_GATHER: tl.constexpr = False):
+               NB_CLAMP: tl.constexpr, JROW: tl.constexpr, INTERP: tl.constexpr, ASM_GATHER: tl.constexpr = False,
+               DT_ORDER: tl.constexpr = 0):
     """(bias, time bucket, index into ``W_POS``: joint with JROW > 0, else w_pos) of a tile
     [rows, cols]; the bias in base 2 (tables pre-scaled)."""
     if FULL:
         pos = _toeplitz_index(delta, MULT, P, ROWS, COLS, False, POS_CLAMP)
     else:
         pos = _general_pos_index(pos_i, j_loc, P)
-    return _bias_lookup(pos, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP, ASM_GATHER)
+    return _bias_lookup(pos, ts_i, ts_j, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP, INTERP, ASM_GATHER,
+                        DT_ORDER)
 
 
 @triton.jit
@@ -688,7 +703,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
              T, H, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
              DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
              GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
-             TS_MODE: tl.constexpr,
+             TS_MODE: tl.constexpr, TS_SORTED: tl.constexpr,
              PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, STORE_ACC: tl.constexpr,
              POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
              JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
@@ -744,7 +759,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         ts_j = _load_ts_full(TS, s0, kb * BLOCK, j_loc, TS_MODE, BLOCK, PASS_B)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
         bias, _bk, _pidx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                                      True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP)
+                                      True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP, False, TS_SORTED)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         for i in tl.static_range(G):
@@ -863,8 +878,9 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                 DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
                 NBP: tl.constexpr, GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr,
                 HAS_POS: tl.constexpr,
-                TS_MODE: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr, FIXED_POINT: tl.constexpr,
+                TS_MODE: tl.constexpr, TS_SORTED: tl.constexpr, PASS_B: tl.constexpr, SPARSE: tl.constexpr,
+                HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr, POS_GRAD: tl.constexpr, TIME_GRAD: tl.constexpr,
+                FIXED_POINT: tl.constexpr,
                 POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
                 JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
                 INTERP: tl.constexpr, SPLIT: tl.constexpr, MASKED_SPLIT: tl.constexpr, DS_SCALED: tl.constexpr = False):
@@ -939,7 +955,7 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
                             HAS_WINDOW)
             Kt, koff = _tile_base(K, s0, kstart, j_loc, stride_kt, koffm, dq_, PASS_B)
             Vt, voff = _tile_base(V, s0, kstart, j_loc, stride_vt, voffm, dv_, PASS_B)
-            ds_sum = tl.full([BLOCK, BNM], 0.0, tl.float32)
+            ds_sum = tl.full([BLOCK, BNM], -0.0, tl.float32)
             for i in tl.static_range(G):
                 st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_,
                                         dv_, bias, ok, qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
@@ -954,10 +970,12 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             ts_j = _load_ts_full(TS, s0, kstart, j_loc, TS_MODE, BN, PASS_B)
             delta_pos = _block_delta(start, kstart, n, R_DIL, PASS_B)
             bias, bk, idx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK,
-                                       BN, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP, True)
+                                       BN, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP, True, TS_SORTED)
             Kt, koff = _tile_base(K, s0, kstart, j_loc, stride_kt, koff0, dq_, PASS_B)
             Vt, voff = _tile_base(V, s0, kstart, j_loc, stride_vt, voff0, dv_, PASS_B)
-            ds_sum = tl.full([BLOCK, BN], 0.0, tl.float32)
+            # -0.0: x + (-0.0) is x for every x, so the first head's add folds away (+0.0 is not an
+            # identity: -0.0 + 0.0 = +0.0), 32 instructions a tile
+            ds_sum = tl.full([BLOCK, BN], -0.0, tl.float32)
             for i in tl.static_range(G):
                 st, ds_sum = _dq_update(states[i], ds_sum, H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_,
                                         dv_, bias, bias, qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
@@ -1085,7 +1103,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
                   T, H, scale, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
                   DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
                   GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
-                  TS_MODE: tl.constexpr,
+                  TS_MODE: tl.constexpr, TS_SORTED: tl.constexpr,
                   PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, ACCUM: tl.constexpr,
                   POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
                   JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
@@ -1136,7 +1154,7 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
         posT = _toeplitz_index(_block_delta(qstart, start, n, R_DIL, PASS_B), mult, P, BLOCK, BM, True,
                                POS_CLAMP)
         biasT, _bk, _idx = _bias_lookup(posT, ts_j, ts_i, W_POS, W_TIME, NB, JROW, HAS_POS, TS_MODE, NB_CLAMP,
-                                        INTERP, True)
+                                        INTERP, True, -TS_SORTED)
         Qt, qoff = _tile_base(Q, s0, qstart, i_loc, stride_qt, qoff0, dq_, PASS_B)
         DOt, dooff = _tile_base(DO, s0, qstart, i_loc, stride_dot, dooff0, dv_, PASS_B)
         for i in tl.static_range(G):

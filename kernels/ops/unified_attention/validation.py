@@ -140,13 +140,19 @@ def check_values(call: AttentionCall):
     return lengths, nts
 
 
-def check_timestamps(call: AttentionCall, lengths) -> None:
+def check_timestamps(call: AttentionCall, lengths) -> bool:
     """Timestamps the time bias can use exactly: finite, and spanning less than
     ``MAX_TIMESTAMP_SPAN`` units within each sequence. Only checked when the time term is
-    present. One host sync (on CUDA) when a problem must be reported or the result is needed."""
+    present. One host sync (on CUDA) when a problem must be reported or the result is needed.
+
+    Returns whether every sequence's behaviors (its first ``length - num_targets`` tokens) have
+    integer timestamps in non-decreasing order (read in the same sync): the Triton kernels then
+    skip an ``abs`` a pair in their full tiles, whose keys all precede their queries. False
+    without a time term, for float timestamps, or when any behavior is earlier than the one
+    before it (the general path: the same results)."""
     ts = call.timestamps
     if ts is None or call.w_time is None or ts.numel() == 0:
-        return
+        return False
     if ts.dtype.is_floating_point:
         bad = ~torch.isfinite(ts)
         if bool(bad.any()):
@@ -171,8 +177,28 @@ def check_timestamps(call: AttentionCall, lengths) -> None:
         span = torch.where(far | (lengths == 0), torch.zeros_like(hi), hi - lo)
         span = torch.where(far & (lengths > 0), torch.full_like(hi, MAX_TIMESTAMP_SPAN), span)
     over = span >= MAX_TIMESTAMP_SPAN
-    if bool(over.any()):
+    if ts.dtype.is_floating_point:
+        flags = over.any().reshape(1)
+    else:
+        flags = torch.stack([over.any(), _behaviors_in_order(t, seq, lengths, call.num_targets)])
+    flags = flags.tolist()  # the one host sync
+    if flags[0]:
         b = int(over.nonzero()[0])
         raise ValueError(f"timestamps: sequence {b} spans {span[b].item():.0f} units or more; time differences are "
                          f"supported below 2**31 within a sequence (68 years in seconds): use seconds, or rebase "
                          "each sequence's timestamps")
+    return len(flags) > 1 and bool(flags[1])
+
+
+def _behaviors_in_order(t: torch.Tensor, seq: torch.Tensor, lengths: torch.Tensor, num_targets) -> torch.Tensor:
+    """Device bool: within every sequence, each behavior's timestamp >= the one before it (targets,
+    the last ``num_targets`` tokens, are not compared). No host sync."""
+    if t.numel() < 2:
+        return torch.ones((), dtype=torch.bool, device=t.device)
+    nt = torch.zeros_like(lengths) if num_targets is None else num_targets.to(device=t.device, dtype=torch.int64)
+    starts = torch.cumsum(lengths, 0) - lengths
+    local = torch.arange(t.numel(), device=t.device) - starts[seq]
+    behavior = local < (lengths - nt)[seq]
+    # token p + 1 a behavior of the same sequence as p: then p is one too (it comes first)
+    pair = behavior[1:] & (seq[1:] == seq[:-1])
+    return ~(pair & (t[1:] < t[:-1])).any()
