@@ -41,7 +41,8 @@ states are carried as a tuple (one entry per head).
   not finite). With two heads a program, a key block is walked in 32-column sub-tiles (``SPLIT``).
 * ``attn_bwd_dkdv``: one program per (key block, head group) walking the transposed list, the
   scores computed transposed (``k @ q^T``) so P^T and dS^T feed the matmuls without a transpose;
-  full tiles gather as dq does.
+  full tiles gather as dq does. With two heads a program, each query block is walked in 32-row
+  sub-tiles, one a loop iteration (``SPLIT``; unrolled, two sub-tiles overlapped and spilled).
 * Values needed only after a loop (the block's rows, the head group) are read again there
   (``_program_block(AGAIN=True)``, ``_program_id_again``) rather than kept alive through it: at
   255 registers a thread, one such value was what made a config spill.
