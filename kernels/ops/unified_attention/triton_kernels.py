@@ -464,12 +464,11 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
     row, rest = pos
     idx = pos
     if TS_MODE != 0:
-        if DT_ORDER == 0:
-            bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP)
-        elif DT_ORDER == 1:
-            bk = _bucket(ts_a[:, None] - ts_b[None, :], NB, TS_MODE, NB_CLAMP, INTERP, True)
+        if DT_ORDER == -1:
+            dt = ts_b[None, :] - ts_a[:, None]
         else:
-            bk = _bucket(ts_b[None, :] - ts_a[:, None], NB, TS_MODE, NB_CLAMP, INTERP, True)
+            dt = ts_a[:, None] - ts_b[None, :]
+        bk = _bucket(dt, NB, TS_MODE, NB_CLAMP, INTERP, DT_ORDER != 0)
         if HAS_POS:
             if JROW > 0:
                 rest = _joint_index(rest, bk, JROW)
@@ -537,13 +536,7 @@ def _bias_grad_tile(DPOS, acc_t, ds, idx, bk, ts_i, ts_j, fxp, P, NB, JROW: tl.c
             # layout of its own, and the hint gives the atomics and the masked look-up one order
             # apart from the K / V tiles, so the index chain is computed in one layout, not two.
             if FULL:
-                if FIXED_POINT and DS_SCALED:
-                    v = ds.to(tl.int64)
-                elif FIXED_POINT:
-                    v = (ds * fxp).to(tl.int64)
-                else:
-                    v = ds
-                _red_add((DPOS + JROW + row)[:, None] + rest, v, INTERP)
+                _grad_add((DPOS + JROW + row)[:, None], rest, ds, None, fxp, FIXED_POINT, DS_SCALED, True, INTERP)
             else:
                 _grad_add(DPOS + JROW, tl.max_contiguous(row[:, None] + rest, [2, 1]), ds, None, fxp, FIXED_POINT,
                           DS_SCALED)
@@ -571,15 +564,21 @@ def _self_score(q, k_self, W_POS, W_TIME, P, qk_scale, HAS_POS: tl.constexpr, TS
 
 
 @triton.jit
-def _grad_add(PTR, idx, val, mask, fxp, FIXED_POINT: tl.constexpr, SCALED: tl.constexpr = False):
+def _grad_add(PTR, idx, val, mask, fxp, FIXED_POINT: tl.constexpr, SCALED: tl.constexpr = False,
+              ASM: tl.constexpr = False, INTERP: tl.constexpr = True):
     """Relaxed atomic add into a bias-table gradient (int64 fixed point by default; ``SCALED``:
-    ``val`` comes already multiplied by the fixed-point scale)."""
+    ``val`` comes already multiplied by the fixed-point scale). ASM (no mask): as ``_red_add``,
+    in ``val``'s own layout."""
     if FIXED_POINT and SCALED:
-        tl.atomic_add(PTR + idx, val.to(tl.int64), mask=mask, sem="relaxed")
+        v = val.to(tl.int64)
     elif FIXED_POINT:
-        tl.atomic_add(PTR + idx, (val * fxp).to(tl.int64), mask=mask, sem="relaxed")
+        v = (val * fxp).to(tl.int64)
     else:
-        tl.atomic_add(PTR + idx, val, mask=mask, sem="relaxed")
+        v = val
+    if ASM:
+        _red_add(PTR + idx, v, INTERP)
+    else:
+        tl.atomic_add(PTR + idx, v, mask=mask, sem="relaxed")
 
 
 @triton.jit
