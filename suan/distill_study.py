@@ -25,6 +25,7 @@ from .defaults import DISTILL_STUDY_PRESETS, DistillStudyPreset, preset as choos
 from .io import write_json, write_text
 from .rundir import RunLock
 from .train import open_data
+from .workers import check_jobs
 
 
 def _short(grade: str) -> str:
@@ -52,8 +53,7 @@ def run_distill_study(out_dir: str, preset: str = "smoke", data: Optional[str] =
                       temperatures: Optional[Sequence[float]] = None, data_dir: Optional[str] = None,
                       progress: bool = False, jobs: int = 1) -> dict:
     """The study of the module docstring; ``jobs`` > 1 trains that many runs at a time."""
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
+    check_jobs(jobs)
     sp: DistillStudyPreset = choose_preset(DISTILL_STUDY_PRESETS, preset, "preset")
     cp = sp.compare
     if data:
