@@ -48,6 +48,7 @@ def _check_pass(pl, pairs_by_seq, rows_by_seq, block, behaviors_by_seq=None):
         listed[(seq, qb, kb)] = full
     # per query block: full entries first (their count in kv_full), key blocks ascending in each part
     ptr, idx, nfull = pl.kv_ptr.tolist(), pl.kv_idx.tolist(), pl.kv_full.tolist()
+    assert ptr[0] == 0  # the forward reads it after its loops as a known 0 (_block_id_after_loops)
     for b in range(len(nfull)):
         codes = idx[ptr[b]:ptr[b + 1]]
         flags = [c & 1 for c in codes]

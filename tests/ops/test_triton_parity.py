@@ -358,6 +358,31 @@ def test_full_tiles_with_behaviors_in_and_out_of_time_order(device, in_order):
     run_parity(inputs, torch.float32, AttentionPattern(window=20, dilation=2, num_global=1))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scale, in_dot", [(None, True), (0.3, True), (2.0 ** -16, True), (2.0 ** -17, False),
+                                           (0.0, False), (-0.4, False)])
+def test_forward_bias_in_the_matmul_or_after_scaling(device, scale, in_dot):
+    """The forward's full tiles take the bias as the scores' matmul accumulator, from tables
+    divided by the scale, and apply the scale in the exponent (one multiply-add a score) for
+    scales from 2**-16 up; smaller, zero and negative scales (the row maximum would be taken
+    before a sign flip, or the tables overflow) add the base-2 bias after scaling, as the masked
+    tiles always do. Both give the reference's output and gradients, with and without the joint
+    table and in the dilated pass (whose full tiles use the same path); 40 behaviors: the
+    interpreter's 16-token blocks hold full tiles."""
+    from suan_kernels.ops.unified_attention import launch
+
+    inputs = make_inputs([40, 23], [2, 3], heads=3, num_positions=48, num_buckets=12, device=device,
+                         requires_grad=True, seed=7)
+    run = launch._Run(as_call(inputs, AttentionPattern(), scale=scale))
+    assert run.bias_in_dot == in_dot and run.jrow > 0
+    run_parity(inputs, torch.float32, scale=scale)
+    half = make_inputs([40, 23], [2, 3], heads=3, num_buckets=12, dtype=torch.bfloat16, device=device,
+                       requires_grad=True, seed=8)
+    run_parity(half, torch.bfloat16, scale=scale)
+    no_time = dict(inputs, timestamps=None)  # w_pos alone (no joint table)
+    run_parity(no_time, torch.float32, AttentionPattern(window=12, dilation=3, num_global=1), scale=scale)
+
+
 def test_time_order_check_compares_behaviors_only():
     """``check_timestamps`` says whether each sequence's behaviors are in time order: a target
     earlier than the behaviors does not count, a behavior earlier than the one before does, and

@@ -13,7 +13,7 @@ import collections
 import importlib.util
 import os
 import threading
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -28,6 +28,9 @@ _MODULE_LOCK = threading.Lock()
 _BIAS_GRAD_MODE = os.environ.get("SUAN_BIAS_GRAD", "fixed")
 INTERPRET_BLOCK = 16
 LOG2E = 1.4426950408889634
+# the forward takes the bias into the scores' matmul, its tables divided by the scale, from this
+# scale up (smaller, zero or negative scales: the bias added after scaling, tables times log2 e)
+BIAS_IN_DOT_MIN_SCALE = 2.0 ** -16
 # the joint bias table w_pos[r] + w_time[b] (and its int64 gradient) is used up to this many
 # entries (16 MiB of float32): beyond it, e.g. float timestamps with many buckets and a long
 # position table, the kernels read the two tables
@@ -123,10 +126,14 @@ class _Run:
         self.offs = call.offsets.to(torch.int64).contiguous()
         self.has_pos = call.w_pos is not None
         self.has_time = call.has_time
-        dummy = torch.zeros(1, dtype=torch.float32, device=device)
-        # scores are computed in base 2: the tables are passed times log2(e), in float32
-        self.w_pos2 = (call.w_pos.float() * LOG2E).contiguous() if self.has_pos else dummy
-        self.w_time2 = (call.w_time.float() * LOG2E).contiguous() if self.has_time else dummy
+        self.scale = call.resolved_scale
+        self.qk_scale = self.scale * LOG2E
+        # the forward adds the bias in the scores' matmul (its accumulator) and scales the sum
+        # (triton_kernels._fwd_update): its tables in units of the scale, which must be positive (the
+        # row maximum is taken before scaling) and not so small that dividing by it overflows
+        self.bias_in_dot = self.scale >= BIAS_IN_DOT_MIN_SCALE
+        self._w_pos, self._w_time = call.w_pos, call.w_time
+        self.num_pos = call.w_pos.numel() if self.has_pos else 1
         self.w_pos_dtype = call.w_pos.dtype if self.has_pos else torch.float32
         self.w_time_dtype = call.w_time.dtype if self.has_time else torch.float32
         self.P = (call.w_pos.numel() + 1) // 2 if self.has_pos else 1
@@ -151,24 +158,40 @@ class _Run:
         self.nbw = self.NB + 1 if self.nb_clamp else 31  # buckets reachable (int32: at most 30)
         # Every time table is passed as a view one row past a copy of bucket 0 (_with_zero_row):
         # the kernels' int32 bucket of dt = 0 is -1 (one instruction fewer a pair), which reads it.
-        jrow = _next_pow2(self.w_pos2.numel())
-        if self.has_pos and self.has_time and jrow * (self.nbw + 1) <= JOINT_TABLE_MAX_ENTRIES:
-            self.jrow = jrow
-            buckets = torch.arange(self.nbw, device=device).clamp(max=self.NB)
-            w_pos_row = torch.zeros(jrow, dtype=torch.float32, device=device)
-            w_pos_row[:self.w_pos2.numel()] = self.w_pos2
-            self.w_bias = _with_zero_row(self.w_time2[buckets][:, None] + w_pos_row[None, :])
-        else:
-            self.jrow, self.w_bias = 0, self.w_pos2
-        if self.has_time:
-            self.w_time2 = _with_zero_row(self.w_time2)
-        self.scale = call.resolved_scale
-        self.qk_scale = self.scale * LOG2E
+        jrow = _next_pow2(self.num_pos)
+        use_joint = self.has_pos and self.has_time and jrow * (self.nbw + 1) <= JOINT_TABLE_MAX_ENTRIES
+        self.jrow = jrow if use_joint else 0
         self.upcast = self.interpret and q.dtype == torch.bfloat16
         self.ieee = (not self.interpret) and q.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
         self.bdh = max(16, _next_pow2(self.DH))
         self.bdv = max(16, _next_pow2(self.DV))
         self.len_bucket = max(64, _next_pow2(self.layout.max_len))
+
+    def _tables(self, *factors: float) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """(W_POS, W_TIME) as the kernels read them, for each factor the bias tables times it in
+        float32 (built together: one set of launches): the joint table w_pos[r] + w_time[b]
+        (JROW > 0) or w_pos, and w_time as a view one row past a copy of its bucket 0 (a
+        one-element placeholder for an absent term). Scores are in base 2: the factor log2(e)
+        (the forward's full tiles with ``bias_in_dot``: 1 / scale)."""
+        device, k = self.q.device, len(factors)
+
+        def scaled(w):  # [k, n]
+            w = w.float().reshape(1, -1)
+            return torch.cat([w * f for f in factors]) if k > 1 else w * factors[0]
+
+        dummy = torch.zeros((k, 1), dtype=torch.float32, device=device)
+        w_pos = scaled(self._w_pos) if self.has_pos else dummy
+        w_time = scaled(self._w_time) if self.has_time else dummy
+        if self.jrow:
+            buckets = torch.arange(self.nbw, device=device).clamp(max=self.NB)
+            w_pos_row = torch.zeros((k, self.jrow), dtype=torch.float32, device=device)
+            w_pos_row[:, :w_pos.shape[1]] = w_pos
+            w_bias = _with_zero_row(w_time[:, buckets, None] + w_pos_row[:, None, :])
+        else:
+            w_bias = w_pos
+        if self.has_time:
+            w_time = _with_zero_row(w_time)
+        return [(w_bias[i], w_time[i]) for i in range(k)]
 
     # common launch arguments -------------------------------------------------------------
     def _pattern_args(self, pl: PassLayout):
@@ -199,6 +222,11 @@ class _Run:
         q, k, v = self.q, self.k, self.v
         out = torch.empty((self.T, self.H, self.DV), dtype=q.dtype, device=q.device)
         lse = torch.empty((self.H, self.T), dtype=torch.float32, device=q.device)  # base 2
+        if self.bias_in_dot:
+            (w_bias, w_time), (w_bias_dot, w_time_dot) = self._tables(LOG2E, 1.0 / self.scale)
+        else:
+            (w_bias, w_time), = self._tables(LOG2E)
+            w_bias_dot, w_time_dot = w_bias, w_time
         two_pass = self.layout.pass_b is not None
         acc = torch.empty((self.T, self.H, self.DV), dtype=torch.float32, device=q.device) if two_pass else lse
         for pl in self._passes():
@@ -207,11 +235,11 @@ class _Run:
             args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_fwd_{pl.name}"):
                 self.mod.attn_fwd[grid](
-                    q, k, v, out, acc, lse, self.offs, self.nt, self.ts, self.w_bias, self.w_time2,
+                    q, k, v, out, acc, lse, self.offs, self.nt, self.ts, w_bias, w_time, w_bias_dot, w_time_dot,
                     pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     out.stride(0), out.stride(1),
-                    STORE_ACC=two_pass and pl.name == "A", **args, **consts)
+                    STORE_ACC=two_pass and pl.name == "A", BIAS_IN_DOT=self.bias_in_dot, **args, **consts)
         return out, lse
 
     # backward -------------------------------------------------------------------------------
@@ -227,6 +255,7 @@ class _Run:
                     out, do, delta, self.T, self.H, out.stride(0), out.stride(1), do.stride(0), do.stride(1),
                     DV=self.DV, BDV=self.bdv, BLOCK_T=block_t)
         passes = self._passes()
+        (w_bias, w_time), = self._tables(LOG2E)
         # one pass: the kernels store the gradients in the inputs' dtype; two passes accumulate in float32
         acc_dtype = torch.float32 if len(passes) > 1 else None
         dq = torch.empty((self.T, self.H, self.DH), dtype=acc_dtype or q.dtype, device=dev)
@@ -243,7 +272,7 @@ class _Run:
             dpos_rows = torch.zeros((self.nbw + 1, self.jrow), dtype=grad_dtype, device=dev)
             dpos = dpos_rows.view(-1)
         else:
-            dpos = torch.zeros(self.w_pos2.numel() if pos_grad else 1, dtype=grad_dtype, device=dev)
+            dpos = torch.zeros(self.num_pos if pos_grad else 1, dtype=grad_dtype, device=dev)
         dtime = torch.zeros(self.NB + 1 if time_grad and not joint else 1, dtype=grad_dtype, device=dev)
         fxp = _fixed_point_scale(v, do) if fixed else torch.ones(1, dtype=torch.float32, device=dev)
         for i, pl in enumerate(passes):
@@ -252,7 +281,7 @@ class _Run:
             args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_bwd_dq_{pl.name}"):
                 self.mod.attn_bwd_dq[grid](
-                    q, k, v, do, lse, delta, dq, self.offs, self.nt, self.ts, self.w_bias, self.w_time2,
+                    q, k, v, do, lse, delta, dq, self.offs, self.nt, self.ts, w_bias, w_time,
                     dpos, dtime, fxp, pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), scale=self.scale,
@@ -261,14 +290,14 @@ class _Run:
             args, consts, grid = self._common(pl)
             with nvtx_range(f"suan/attn_bwd_dkdv_{pl.name}"):
                 self.mod.attn_bwd_dkdv[grid](
-                    q, k, v, do, lse, delta, dk, dv, self.offs, self.nt, self.ts, self.w_bias, self.w_time2,
+                    q, k, v, do, lse, delta, dk, dv, self.offs, self.nt, self.ts, w_bias, w_time,
                     pl.blk_seq, pl.blk_start, pl.q_ptr, pl.q_idx, pl.q_full,
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                     do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                     scale=self.scale, ACCUM=i > 0, **args, **consts)
         if joint:  # rows: dt = 0, then time buckets (those past NB never hit); columns relative positions
             buckets = min(self.nbw, self.NB + 1)
-            dpos = dpos_rows.sum(0)[:self.w_pos2.numel()]
+            dpos = dpos_rows.sum(0)[:self.num_pos]
             per_row = dpos_rows.sum(1)
             dtime = torch.zeros(self.NB + 1, dtype=grad_dtype, device=dev)
             dtime[:buckets] = per_row[1:buckets + 1]
@@ -285,10 +314,11 @@ class _Run:
 
 
 def _with_zero_row(table: torch.Tensor) -> torch.Tensor:
-    """``table`` (float32 ``[buckets, ...]``) as a view one row into a copy that starts with
-    another copy of its row 0: index -1 (the kernels' bucket of dt = 0) then reads bucket 0."""
-    full = torch.cat([table[:1], table]).contiguous()
-    return full[1:]
+    """``table`` (float32 ``[k, buckets, ...]``, k tables) as views one row into a copy that starts
+    with another copy of its row 0: index -1 (the kernels' bucket of dt = 0) then reads bucket 0.
+    Each ``[i]`` of the result is contiguous."""
+    full = torch.cat([table[:, :1], table], dim=1).contiguous()
+    return full[:, 1:]
 
 
 class _CheckedTimestamps:

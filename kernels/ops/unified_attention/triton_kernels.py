@@ -8,7 +8,11 @@ states are carried as a tuple (one entry per head).
 
 * Scores are kept in base 2: ``s2 = q.k * (scale * log2 e) + bias * log2 e`` (the launcher passes
   the bias tables pre-scaled), one fused multiply-add per element; probabilities are ``exp2``; the
-  log-sum-exp saved for the backward is in base 2.
+  log-sum-exp saved for the backward is in base 2. The forward's full tiles (``BIAS_IN_DOT``, any
+  scale from 2**-16 up) take the bias as the matmul's accumulator instead, from tables divided by
+  the scale, and scale in the exponent's multiply-add: ``exp2((q.k + bias / scale) * scale * log2 e
+  - m)``, one instruction a score as in FlashAttention, where the bias added after scaling and the
+  maximum subtracted took two.
 * With both bias terms the kernels gather from one joint table ``w_pos[r] + w_time[b]``
   (``[buckets, JROW]``, bucket-major so that a warp's gather reads consecutive relative positions;
   built by the launcher; ``JROW = 0``: the two tables, past a size limit).
@@ -167,13 +171,14 @@ def _min(x, axis):
 
 
 @triton.jit
-def _dot(a, b, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+def _dot(a, b, UPCAST: tl.constexpr, IEEE: tl.constexpr, acc=None):
+    """a @ b (+ acc, float32, in the matmul's accumulator)."""
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc)
     elif IEEE:
-        return tl.dot(a, b, input_precision="ieee")
+        return tl.dot(a, b, acc=acc, input_precision="ieee")
     else:
-        return tl.dot(a, b)
+        return tl.dot(a, b, acc=acc)
 
 
 @triton.jit
@@ -228,15 +233,14 @@ def _rows(start, n, R_DIL, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
 
 @triton.jit
 def _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK: tl.constexpr, PASS_B: tl.constexpr,
-                   AGAIN: tl.constexpr = False, INTERP: tl.constexpr = True):
+                   AGAIN: tl.constexpr = False):
     """The (sequence, block) a program owns: the block's first position, the sequence's first
     token s0, length L and behavior count n, and the block's rows (position in the pass's layout,
     local row, class, index in class, validity: pass B holds behaviors only). AGAIN: read back
     after a loop, with volatile loads, so that the compiler cannot merge them with the first read
-    and keep those values alive through the loop (registers); the program id is read again too
-    (the pointers formed from the first one were kept otherwise)."""
-    if AGAIN:
-        pid = _program_id_again(0, INTERP)
+    and keep those values alive through the loop (registers); ``pid`` is then read again too by
+    the caller (``_program_id_again``, ``_block_id_after_loops``: the pointers formed from the
+    first one were kept otherwise)."""
     seq = tl.load(BLK_SEQ + pid, volatile=AGAIN)
     start = tl.load(BLK_START + pid, volatile=AGAIN)
     s0 = tl.load(OFFS + seq, volatile=AGAIN)  # int64: token offsets address memory
@@ -285,15 +289,24 @@ def _load_ts(TS, rows, ok, TS_MODE: tl.constexpr):
 
 
 @triton.jit
-def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.constexpr, PASS_B: tl.constexpr):
+def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.constexpr, PASS_B: tl.constexpr,
+                  PIN: tl.constexpr = False, INTERP: tl.constexpr = True):
     """Timestamps of a full tile's block (local indices ``idx``; its rows and columns are all
     behaviors of the sequence by ``layout.py``'s definition: no mask). Pass A's
     block is contiguous: one scalar base and constant offsets (the compiler then folds them into
-    the loads; from ``s0 + idx`` it formed a 64-bit address per load in dq's layout)."""
+    the loads; from ``s0 + idx`` it formed a 64-bit address per load in dq's layout). PIN (pass A,
+    compiled): the loaded values pass through a non-pure asm identity, which triton cannot
+    rematerialise in another layout, so the load keeps its own (a thread reads consecutive
+    columns: one base and immediate offsets) and the values move to the consumer's layout through
+    shared memory; loaded in the scores' MMA layout (the forward's asm gather pulls the whole
+    index chain there), each column took a 64-bit address of its own (36 instructions a tile)."""
     if TS_MODE == 0:
         return idx * 0
     elif PASS_B:
         return tl.load(TS + (s0 + idx))
+    elif PIN and not INTERP:
+        t = tl.load((TS + (s0 + block_start)) + tl.arange(0, BLOCK))
+        return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [t], dtype=tl.int32, is_pure=False, pack=1)
     else:
         return tl.load((TS + (s0 + block_start)) + tl.arange(0, BLOCK))
 
@@ -445,6 +458,15 @@ def _program_id_again(AXIS: tl.constexpr, INTERP: tl.constexpr):
 
 
 @triton.jit
+def _block_id_after_loops(KV_PTR, INTERP: tl.constexpr):
+    """tl.program_id(0) after the key loops, as ``_program_id_again`` plus a volatile read of
+    ``KV_PTR[0]``, which is 0 (the block lists' CSR offsets start there): ptxas merges the two
+    ``%ctaid`` reads and formed the address of the post-loop reads before the forward's loops,
+    kept through them in local memory (8 B) at 254 registers; now it cannot."""
+    return _program_id_again(0, INTERP) + tl.load(KV_PTR, volatile=True)
+
+
+@triton.jit
 def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS: tl.constexpr,
                  TS_MODE: tl.constexpr, NB_CLAMP: tl.constexpr, INTERP: tl.constexpr,
                  ASM_GATHER: tl.constexpr = False, DT_ORDER: tl.constexpr = 0):
@@ -456,8 +478,10 @@ def _bias_lookup(pos, ts_a, ts_b, W_POS, W_TIME, NB, JROW: tl.constexpr, HAS_POS
     is the joint one (the gradient adds there: computed once, not again after the matmuls); JROW = 0
     with both terms (a joint table too large) reads the two tables. The w_pos indices must lie in
     [0, 2P - 2]: no mask here. ASM_GATHER: the joint table gathered with ``_gather`` (the bias then
-    in the MMA layout of the scores, no conversion through shared memory; full tiles of dq and
-    dk/dv: in the forward it cost more than it saved, 1.69 against 1.65 per kFLOP). DT_ORDER: 0 for
+    in the MMA layout of the scores, no conversion through shared memory; full tiles of dq, dk/dv
+    and, with BIAS_IN_DOT, the forward: its bias goes straight into the accumulator registers;
+    adding it after scaling, the forward lost more than it saved, 1.69 against 1.65 per kFLOP,
+    the key timestamps loaded in the MMA layout: ``_load_ts_full``'s PIN). DT_ORDER: 0 for
     any timestamps; 1 when ``ts_a >= ts_b`` for every pair, -1 when ``ts_a <= ts_b`` (a full tile
     of behaviors in time order, the query later than the key): the difference is then taken in the
     order that makes it >= 0 and its bucket needs no ``abs``."""
@@ -632,23 +656,36 @@ def _fwd_init(h, H, Q, ACC, LSE, rows, row_ok, T, stride_qt, stride_qh, dq_, dv_
 @triton.jit
 def _fwd_update(st, H, K, V, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_, bias, ok, qk_scale,
                 DH: tl.constexpr, DV: tl.constexpr, FULL: tl.constexpr, EVEN_HEADS: tl.constexpr,
-                UPCAST: tl.constexpr, IEEE: tl.constexpr):
-    """One key tile for one head: scores, online softmax, accumulation."""
+                UPCAST: tl.constexpr, IEEE: tl.constexpr, BIAS_IN_DOT: tl.constexpr):
+    """One key tile for one head: scores, online softmax, accumulation. ``bias`` in base 2
+    (``s = q.k * qk_scale + bias``), except in a full tile with BIAS_IN_DOT: there it is in units
+    of the scale (tables divided by it), the matmul's accumulator, and the base-2 scale is applied
+    where the exponent is formed: ``exp2((q.k + bias) * qk_scale - m)`` is one multiply-add a
+    score, as in FlashAttention (two otherwise: ``* qk_scale + bias``, then ``- m``). Needs
+    qk_scale > 0 (the row maximum is taken before scaling). Masked tiles keep the two and the
+    base-2 tables (as the accumulator, each head but the last took a copy of the bias, and their
+    ``where`` needs the scaled score anyway)."""
     h, q, acc, m_i, l_i = st
     kmask = col_ok[:, None] & _head_mask(h, H, dq_, DH, DH, EVEN_HEADS)
     vmask = col_ok[:, None] & _head_mask(h, H, dv_, DV, DV, EVEN_HEADS)
     even = FULL and EVEN_HEADS and (DH == q.shape[1]) and (DV == acc.shape[1])
     k = _load_tile(K + h * stride_kh, koff, kmask, even)
-    s = _dot(q, tl.trans(k), UPCAST, IEEE) * qk_scale + bias
-    if FULL:
-        m_new = tl.maximum(m_i, _max(s, 1))
+    if BIAS_IN_DOT and FULL:
+        s = _dot(q, tl.trans(k), UPCAST, IEEE, bias)
+        m_new = tl.maximum(m_i, _max(s, 1) * qk_scale)
         m_sub = m_new
+        p = tl.math.exp2(s * qk_scale - m_sub[:, None])
     else:
-        s = tl.where(ok, s, float("-inf"))
-        m_new = tl.maximum(m_i, _max(s, 1))
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        s = _dot(q, tl.trans(k), UPCAST, IEEE) * qk_scale + bias
+        if FULL:
+            m_new = tl.maximum(m_i, _max(s, 1))
+            m_sub = m_new
+        else:
+            s = tl.where(ok, s, float("-inf"))
+            m_new = tl.maximum(m_i, _max(s, 1))
+            m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_sub[:, None])
     alpha = tl.math.exp2(m_i - m_sub)
-    p = tl.math.exp2(s - m_sub[:, None])
     l_i = l_i * alpha + _sum(p, 1)
     v = _load_tile(V + h * stride_vh, voff, vmask, even)
     acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST, IEEE)
@@ -698,7 +735,7 @@ def _fwd_store(st, H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, strid
 @triton.autotune(configs=_configs("fwd"), key=_KEY, restore_value=_RESTORE["fwd"], prune_configs_by=_PRUNE)
 @_group("fwd")
 @triton.jit
-def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
+def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME, W_POS_DOT, W_TIME_DOT,
              BLK_SEQ, BLK_START, KV_PTR, KV_IDX, KV_FULL,
              stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
              T, H, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
@@ -708,7 +745,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
              PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, STORE_ACC: tl.constexpr,
              POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
              JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
-             INTERP: tl.constexpr):
+             INTERP: tl.constexpr, BIAS_IN_DOT: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
     start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
@@ -751,25 +788,27 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME,
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         for i in tl.static_range(G):
             st = _fwd_update(states[i], H, Kt, Vt, koff, voff, col_ok, stride_kh, stride_vh, dq_, dv_, bias, ok,
-                             qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE)
+                             qk_scale, DH, DV, False, EVEN_HEADS, UPCAST, IEEE, False)
             states = states[:i] + [st] + states[i + 1:]
     # full tiles: no mask, Toeplitz position bias
     for e in range(e_lo, e_full):
         kb = tl.load(KV_IDX + e) >> 1
         pj, j_loc, cj, aj = _rows(kb * BLOCK, n, R_DIL, BLOCK, PASS_B)
-        ts_j = _load_ts_full(TS, s0, kb * BLOCK, j_loc, TS_MODE, BLOCK, PASS_B)
+        ts_j = _load_ts_full(TS, s0, kb * BLOCK, j_loc, TS_MODE, BLOCK, PASS_B, BIAS_IN_DOT, INTERP)
         delta_pos = _block_delta(start, kb * BLOCK, n, R_DIL, PASS_B)
-        bias, _bk, _pidx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS, W_TIME, P, NB, BLOCK, BLOCK,
-                                      True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP, False, TS_SORTED)
+        bias, _bk, _pidx = _tile_bias(delta_pos, mult, pos_i, j_loc, ts_i, ts_j, W_POS_DOT, W_TIME_DOT, P, NB, BLOCK,
+                                      BLOCK, True, HAS_POS, TS_MODE, POS_CLAMP, NB_CLAMP, JROW, INTERP, BIAS_IN_DOT,
+                                      TS_SORTED)
         Kt, koff = _tile_base(K, s0, kb * BLOCK, j_loc, stride_kt, koff0, dq_, PASS_B)
         Vt, voff = _tile_base(V, s0, kb * BLOCK, j_loc, stride_vt, voff0, dv_, PASS_B)
         for i in tl.static_range(G):
             st = _fwd_update(states[i], H, Kt, Vt, koff, voff, pj < n, stride_kh, stride_vh, dq_, dv_, bias, bias,
-                             qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE)
+                             qk_scale, DH, DV, True, EVEN_HEADS, UPCAST, IEEE, BIAS_IN_DOT)
             states = states[:i] + [st] + states[i + 1:]
     # the block's rows and head group again: read back rather than kept alive through the loops
-    _s, s0, _L, n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK, PASS_B,
-                                                              True, INTERP)
+    _s, s0, _L, n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT,
+                                                              _block_id_after_loops(KV_PTR, INTERP), R_DIL, BLOCK,
+                                                              PASS_B, True)
     hg = _program_id_again(1, INTERP)
     for i in tl.static_range(G):
         _h, q, acc, m_i, l_i = states[i]
@@ -984,8 +1023,9 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             acc_t = _bias_grad_tile(DPOS, acc_t, ds_sum, idx, bk, ts_i, ts_j, fxp, P, NB, JROW, NBP, True, POS_GRAD,
                                     TIME_GRAD, TS_MODE, NB_CLAMP, FIXED_POINT, INTERP, DS_SCALED)
     # the block's rows again: read back rather than kept alive through the loops (registers)
-    _s, s0, _L, _n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK, PASS_B,
-                                                               True, INTERP)
+    _s, s0, _L, _n, _p, i_loc, _c, _a, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT,
+                                                               _program_id_again(0, INTERP), R_DIL, BLOCK, PASS_B,
+                                                               True)
     hg = _program_id_again(1, INTERP)
     if DS_SCALED:  # fxp read again, not kept alive through the loops (registers)
         dq_scale = scale / tl.load(FXP)
@@ -1164,8 +1204,9 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
                             s0 + qstart, not PASS_B)
             states = states[:i] + [st] + states[i + 1:]
     # what only the masked tiles need, read again rather than kept alive through the full loop
-    start, s0, L, n, pj, j_loc, cj, aj, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
-                                                               BLOCK, PASS_B, True, INTERP)
+    start, s0, L, n, pj, j_loc, cj, aj, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT,
+                                                               _program_id_again(0, INTERP), R_DIL, BLOCK, PASS_B,
+                                                               True)
     col_ok = pj < n
     ts_j = _load_ts(TS, s0 + j_loc, key_ok, TS_MODE)
     BMM: tl.constexpr = BM // MASKED_SPLIT  # query rows per sub-tile (masked tiles)
@@ -1197,8 +1238,9 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
                             s0 + qstart, not PASS_B)
             states = states[:i] + [st] + states[i + 1:]
     # the block's columns and head group again: read back rather than kept alive through the loops
-    _s, s0, _L, _n, _p, j_loc, _c, _a, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL, BLOCK,
-                                                               PASS_B, True, INTERP)
+    _s, s0, _L, _n, _p, j_loc, _c, _a, key_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT,
+                                                               _program_id_again(0, INTERP), R_DIL, BLOCK,
+                                                               PASS_B, True)
     hg = _program_id_again(1, INTERP)
     for i in tl.static_range(G):
         _h, k, v, dk, dv = states[i]
