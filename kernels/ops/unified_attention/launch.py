@@ -237,7 +237,7 @@ class _Run:
                 self.mod.attn_fwd[grid](
                     q, k, v, out, acc, lse, self.offs, self.nt, self.ts, w_bias, w_time, w_bias_dot, w_time_dot,
                     pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
-                    q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                    q.stride(0), q.stride(1), *_row_head_strides(k), *_row_head_strides(v),
                     out.stride(0), out.stride(1),
                     STORE_ACC=two_pass and pl.name == "A", BIAS_IN_DOT=self.bias_in_dot, **args, **consts)
         return out, lse
@@ -283,7 +283,7 @@ class _Run:
                 self.mod.attn_bwd_dq[grid](
                     q, k, v, do, lse, delta, dq, self.offs, self.nt, self.ts, w_bias, w_time,
                     dpos, dtime, fxp, pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
-                    q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                    q.stride(0), q.stride(1), *_row_head_strides(k), *_row_head_strides(v),
                     do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), scale=self.scale,
                     NBP=max(16, _next_pow2(self.NB + 1)), ACCUM=i > 0, POS_GRAD=pos_grad, TIME_GRAD=time_grad,
                     FIXED_POINT=fixed, DS_SCALED=fixed and q.dtype == torch.bfloat16, **args, **consts)
@@ -292,8 +292,8 @@ class _Run:
                 self.mod.attn_bwd_dkdv[grid](
                     q, k, v, do, lse, delta, dk, dv, self.offs, self.nt, self.ts, w_bias, w_time,
                     pl.blk_seq, pl.blk_start, pl.q_ptr, pl.q_idx, pl.q_full,
-                    q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                    do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+                    *_row_head_strides(q), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                    *_row_head_strides(do), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                     scale=self.scale, ACCUM=i > 0, **args, **consts)
         if joint:  # rows: dt = 0, then time buckets (those past NB never hit); columns relative positions
             buckets = min(self.nbw, self.NB + 1)
@@ -311,6 +311,16 @@ class _Run:
             bad = ~torch.isfinite(dq).all()
             dwp, dwt = dwp.masked_fill(bad, float("nan")), dwt.masked_fill(bad, float("nan"))
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dwp, dwt
+
+
+def _row_head_strides(x: Tensor) -> Tuple[int, int]:
+    """(token stride, head stride) of a [T, H, d] tensor whose last stride is 1, for the kernels
+    that take them as constexpr (the tiles their key loops load: K and V in the forward and dq,
+    Q and dO in dk/dv): a size-1 dimension's stride is never used to address, so it is given its
+    contiguous value rather than whatever the tensor carries (one compile, not one per such
+    stride)."""
+    T, H, d = x.shape
+    return (x.stride(0) if T > 1 else H * d), (x.stride(1) if H > 1 else d)
 
 
 def _with_zero_row(table: torch.Tensor) -> torch.Tensor:

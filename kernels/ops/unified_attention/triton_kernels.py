@@ -30,6 +30,9 @@ states are carried as a tuple (one entry per head).
   4-warp config fits without spills).
 * ``attn_fwd``: online softmax over the listed key blocks and the targets' own diagonal, LSE.
   Pass B resumes the softmax state pass A left (``ACC``/``LSE``).
+* The strides of the tiles the key loops load (K and V in the forward and dq, Q and dO in dk/dv)
+  are constexpr (one compile per stride tuple: a model has one, and the launcher gives size-1
+  dimensions their contiguous stride): with ``_tile_offsets`` the loads take immediate offsets.
 * ``attn_bwd_delta``: Delta = rowsum(dO * O) per head.
 * ``attn_bwd_dq``: dq and the bias-table gradients. dS is summed over the group's heads once per
   tile and added per pair with a relaxed atomic (int64 fixed point by default: integer addition
@@ -276,6 +279,21 @@ def _tile_base(PTR, s0, block_start, idx, stride, off0, d_, PASS_B: tl.constexpr
         return PTR, (s0 + idx)[:, None] * stride + d_[None, :]
     else:
         return PTR + (s0 + block_start) * stride, off0
+
+
+@triton.jit
+def _tile_offsets(stride, d_, ROWS: tl.constexpr):
+    """Element offsets ``r * stride + d`` [ROWS, len(d_)] of a tile's rows from its first (loop-
+    invariant: pass A adds them to one scalar base per tile), written as ``(16 i + j) * stride``:
+    with the stride a constexpr, a thread's rows, 16 apart in the load layout, then differ by
+    constants, and its loads take immediate offsets from one 64-bit address (from ``arange(ROWS) *
+    stride`` the compiler formed an address per row: 32 instructions a forward tile)."""
+    if ROWS >= 16:
+        i16 = tl.arange(0, ROWS // 16)[:, None, None] * 16
+        j16 = tl.arange(0, 16)[None, :, None]
+        return tl.reshape(i16 * stride + (j16 * stride + d_[None, None, :]), [ROWS, d_.shape[0]])
+    else:
+        return tl.arange(0, ROWS)[:, None] * stride + d_[None, :]
 
 
 @triton.jit
@@ -737,7 +755,8 @@ def _fwd_store(st, H, OUT, ACC, LSE, rows, row_ok, i_loc, n, T, stride_ot, strid
 @triton.jit
 def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME, W_POS_DOT, W_TIME_DOT,
              BLK_SEQ, BLK_START, KV_PTR, KV_IDX, KV_FULL,
-             stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+             stride_qt, stride_qh, stride_kt: tl.constexpr, stride_kh: tl.constexpr, stride_vt: tl.constexpr,
+             stride_vh: tl.constexpr, stride_ot, stride_oh,
              T, H, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
              DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
              GROUP_COLS: tl.constexpr, G: tl.constexpr, EVEN_HEADS: tl.constexpr, HAS_POS: tl.constexpr,
@@ -768,9 +787,8 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME, W_POS_DOT, W_T
             st = _fwd_self(states[i], H, K, V, W_POS, W_TIME, rows, is_t, stride_kt, stride_kh, stride_vt, stride_vh,
                            dq_, dv_, P, qk_scale, DH, DV, HAS_POS, TS_MODE, JROW, EVEN_HEADS)
             states = states[:i] + [st] + states[i + 1:]
-    ar = tl.arange(0, BLOCK)
-    koff0 = ar[:, None] * stride_kt + dq_[None, :]  # pass A's key tiles: 32-bit offsets from one base
-    voff0 = ar[:, None] * stride_vt + dv_[None, :]
+    koff0 = _tile_offsets(stride_kt, dq_, BLOCK)  # pass A's key tiles: 32-bit offsets from one base
+    voff0 = _tile_offsets(stride_vt, dv_, BLOCK)
     e_lo = tl.load(KV_PTR + pid)
     e_full = e_lo + tl.load(KV_FULL + pid)
     e_hi = tl.load(KV_PTR + pid + 1)
@@ -912,7 +930,8 @@ def _dq_store(st, H, DQ, rows, row_ok, scale, stride_dqt, stride_dqh, dq_, DH: t
 @triton.jit
 def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, DTIME, FXP,
                 BLK_SEQ, BLK_START, KV_PTR, KV_IDX, KV_FULL,
-                stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+                stride_qt, stride_qh, stride_kt: tl.constexpr, stride_kh: tl.constexpr, stride_vt: tl.constexpr,
+                stride_vh: tl.constexpr, stride_dot, stride_doh,
                 stride_dqt, stride_dqh,
                 T, H, scale, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
                 DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
@@ -968,9 +987,8 @@ def attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, OFFS, NT, TS, W_POS, W_TIME, DPOS, 
             if TIME_GRAD:
                 acc_t += tl.where(tl.arange(0, NBP) == 0, total, 0.0)
     BN: tl.constexpr = BLOCK // SPLIT  # key columns per sub-tile
-    ar = tl.arange(0, BN)
-    koff0 = ar[:, None] * stride_kt + dq_[None, :]
-    voff0 = ar[:, None] * stride_vt + dv_[None, :]
+    koff0 = _tile_offsets(stride_kt, dq_, BN)
+    voff0 = _tile_offsets(stride_vt, dv_, BN)
     e_lo = tl.load(KV_PTR + pid)
     e_full = e_lo + tl.load(KV_FULL + pid)
     e_hi = tl.load(KV_PTR + pid + 1)
@@ -1139,7 +1157,8 @@ def _kv_store(st, H, DK, DVAL, cols, key_ok, scale, stride_dkt, stride_dkh, stri
 @triton.jit
 def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME,
                   BLK_SEQ, BLK_START, Q_PTR, Q_IDX, Q_FULL,
-                  stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+                  stride_qt: tl.constexpr, stride_qh: tl.constexpr, stride_kt, stride_kh, stride_vt, stride_vh,
+                  stride_dot: tl.constexpr, stride_doh: tl.constexpr,
                   stride_dkt, stride_dkh, stride_dvt, stride_dvh,
                   T, H, scale, qk_scale, P, NB, WIN, GLOB, R_DIL, S_CLS, LEN_BUCKET,
                   DH: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, BDH: tl.constexpr, BDV: tl.constexpr,
@@ -1179,9 +1198,8 @@ def attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DVAL, OFFS, NT, TS, W_POS, W_TIME
     # one), one a loop iteration: a runtime loop, not an unrolled one (unrolled, the compiler
     # overlapped two sub-tiles and two heads spilled 64 B).
     BM: tl.constexpr = BLOCK // SPLIT  # query rows per sub-tile (full tiles)
-    ar = tl.arange(0, BM)
-    qoff0 = ar[:, None] * stride_qt + dq_[None, :]
-    dooff0 = ar[:, None] * stride_dot + dv_[None, :]
+    qoff0 = _tile_offsets(stride_qt, dq_, BM)
+    dooff0 = _tile_offsets(stride_dot, dv_, BM)
     for e2 in range(e_lo * SPLIT, e_full * SPLIT):
         qb = tl.load(Q_IDX + e2 // SPLIT) >> 1
         qstart = qb * BLOCK + (e2 % SPLIT) * BM
