@@ -383,6 +383,29 @@ def test_forward_bias_in_the_matmul_or_after_scaling(device, scale, in_dot):
     run_parity(no_time, torch.float32, AttentionPattern(window=12, dilation=3, num_global=1), scale=scale)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_qkv_views_and_size_one_strides(device):
+    """The kernels take the strides of the tiles their key loops load as constexpr: q, k, v as
+    views of one packed [T, 3, H, d] projection (token stride 3 H d, not copied) give the
+    reference's output and gradients through full tiles, and a size-1 head dimension's arbitrary
+    stride is passed as its contiguous value (no compile of its own)."""
+    from suan_kernels.ops.unified_attention.launch import _row_head_strides
+
+    inputs = make_inputs([41, 20], [3, 2], heads=2, head_dim=16, device=device, requires_grad=True, seed=9)
+    T, H, d = inputs["q"].shape
+    packed = torch.stack([inputs[n].detach() for n in ("q", "k", "v")], dim=1).requires_grad_(True)  # [T, 3, H, d]
+    views = dict(inputs, q=packed[:, 0], k=packed[:, 1], v=packed[:, 2])
+    assert views["k"].stride() == (3 * H * d, d, 1)
+    run_parity(views, torch.float32)
+    assert _row_head_strides(views["k"]) == (3 * H * d, d)
+    single = make_inputs([41, 20], [3, 2], heads=1, head_dim=16, device=device, requires_grad=True, seed=10)
+    for n in ("q", "k", "v"):
+        single[n] = single[n].detach().as_strided((T, 1, d), (d, 12345, 1)).requires_grad_(True)
+    assert _row_head_strides(single["k"]) == (d, d)
+    assert _row_head_strides(single["k"][:1]) == (d, d)  # one token: its token stride is not used either
+    run_parity(single, torch.float32)
+
+
 def test_time_order_check_compares_behaviors_only():
     """``check_timestamps`` says whether each sequence's behaviors are in time order: a target
     earlier than the behaviors does not count, a behavior earlier than the one before does, and
