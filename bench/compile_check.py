@@ -55,6 +55,7 @@ class Case:
     lengths: Sequence[int] = (300, 70, 1)
     targets: Sequence[int] = (3, 0, 1)
     pattern: AttentionPattern = DENSE
+    ts_float: bool = False  # float64 timestamps (the kernels' TS_MODE 2 path) instead of integers
 
 
 @dataclass
@@ -174,6 +175,8 @@ def capture_launches(case: Case, module=None) -> List[Launch]:
     gaps = torch.empty(T, dtype=torch.float64).exponential_(1 / 3600.0, generator=g).round().to(torch.int64)
     ts = torch.cat([1_700_000_000 + gaps[int(a):int(b)].cumsum(0) for a, b in zip(offsets[:-1], offsets[1:])])
     ts = _targets_at_request_time(ts, offsets, num_targets)
+    if case.ts_float:
+        ts = ts.to(torch.float64) + torch.rand(T, generator=g, dtype=torch.float64)
     P = max(case.lengths) + 1
     w_pos = torch.randn(2 * P - 1, generator=g)
     w_time = torch.randn(65, generator=g)

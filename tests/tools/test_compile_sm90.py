@@ -49,6 +49,17 @@ def test_captured_launches_are_what_cuda_would_run(module):
         assert consts["PASS_B"] == (lch.pass_name == "B")
 
 
+def test_float_timestamps_take_their_own_path(module):
+    """float64 timestamps reach the kernels as float64 (TS_MODE 2): no int32-only code on them
+    (the forward's pinned key-timestamp load, an asm move of 32 bits, is for int32 offsets only)."""
+    launches = cc.capture_launches(cc.Case(dtype="bf16", lengths=(200, 9), targets=(2, 1), ts_float=True), module)
+    for lch in launches:
+        if lch.kernel == "attn_bwd_delta":
+            continue
+        sig, consts = cc.signature_of(lch.fn, lch.args, lch.bind())
+        assert sig["TS"] == "*fp64" and consts["TS_MODE"] == 2 and consts["TS_SORTED"] is False
+
+
 def test_fp32_uses_ieee_dot(module):
     launches = cc.capture_launches(cc.Case(dtype="fp32"), module)
     consts = [cc.signature_of(lch.fn, lch.args, lch.bind())[1] for lch in launches if lch.kernel != "attn_bwd_delta"]
@@ -59,7 +70,8 @@ def test_fp32_uses_ieee_dot(module):
     cc.Case(dtype="bf16"),
     cc.Case(dtype="fp16", head_dim=32, value_dim=16, heads=2, pattern=AttentionPattern(16, 4, 2)),
     cc.Case(dtype="fp32", head_dim=128, value_dim=128, lengths=(90, 1), targets=(2, 1)),
-], ids=["bf16-dense", "fp16-sparse-dv16", "fp32-dh128"])
+    cc.Case(dtype="bf16", lengths=(200, 9), targets=(2, 1), ts_float=True),
+], ids=["bf16-dense", "fp16-sparse-dv16", "fp32-dh128", "bf16-float-timestamps"])
 def test_kernels_compile_for_sm90(case, module):
     rows = cc.check_case(case, arch=90, all_configs=False, module=module)
     names = {(r.kernel, r.pass_name) for r in rows}

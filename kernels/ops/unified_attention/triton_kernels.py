@@ -314,7 +314,7 @@ def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.con
     block is contiguous: one scalar base and constant offsets (the compiler then folds them into
     the loads; from ``s0 + idx`` it formed a 64-bit address per load in dq's layout). PIN (pass A,
     compiled): the loaded values pass through a non-pure asm identity, which triton cannot
-    rematerialise in another layout, so the load keeps its own (a thread reads consecutive
+    rematerialise in another layout (int32 timestamps only), so the load keeps its own (a thread reads consecutive
     columns: one base and immediate offsets) and the values move to the consumer's layout through
     shared memory; loaded in the scores' MMA layout (the forward's asm gather pulls the whole
     index chain there), each column took a 64-bit address of its own (36 instructions a tile)."""
@@ -322,7 +322,7 @@ def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.con
         return idx * 0
     elif PASS_B:
         return tl.load(TS + (s0 + idx))
-    elif PIN and not INTERP:
+    elif PIN and TS_MODE == 1 and not INTERP:  # int32 offsets (the asm moves 32 bits)
         t = tl.load((TS + (s0 + block_start)) + tl.arange(0, BLOCK))
         return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [t], dtype=tl.int32, is_pure=False, pack=1)
     else:
