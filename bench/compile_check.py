@@ -290,9 +290,9 @@ def check_case(case: Case, arch: int = 90, all_configs: bool = True, module=None
                         f"w{cfg.num_warps}-s{cfg.num_stages}")
                 if "GROUP_COLS" in cfg.kwargs:  # two configs may differ only in the head group
                     name += f"-g{launch.bind(cfg.all_kwargs())['G']}"
-                for key in ("SPLIT", "MASKED_SPLIT"):  # or only in how a block is cut into sub-tiles
+                for key in ("SPLIT", "MASKED_SPLIT", "BIAS_ADD"):  # or in how a block is cut, how the bias added
                     if key in cfg.kwargs:
-                        name += f"-{key.lower()}{cfg.kwargs[key]}"
+                        name += f"-{key.lower()}{int(cfg.kwargs[key])}"
                 with open(os.path.join(cubin_dir, name + ".cubin"), "wb") as f:
                     f.write(kernel.asm["cubin"])
                 if os.environ.get("SUAN_KEEP_TTGIR"):  # the layouts the compiler chose (debugging)
@@ -301,7 +301,8 @@ def check_case(case: Case, arch: int = 90, all_configs: bool = True, module=None
             rows.append(Usage(launch.kernel, launch.pass_name, case.dtype, case.head_dim, case.value_dim, case.pattern.name,
                               cfg.num_warps, cfg.num_stages, use["registers"], use["stack_bytes"] + use["local_bytes"],
                               kernel.metadata.shared, secs,
-                              {"G": launch.bind(cfg.all_kwargs()).get("G", 1)}))
+                              {"G": launch.bind(cfg.all_kwargs()).get("G", 1),
+                               "bias_add": bool(cfg.kwargs.get("BIAS_ADD"))}))
     return rows
 
 
@@ -320,7 +321,8 @@ def format_table(rows: List[Usage]) -> str:
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.kernel} | {r.pass_name} | {r.dtype} | {r.head_dim}/{r.value_dim} | {r.pattern} | "
-                     f"{r.num_warps} | {r.num_stages} | {r.extra.get('G', 1)} | {r.registers} | {r.stack_bytes} | "
+                     f"{r.num_warps} | {r.num_stages} | {r.extra.get('G', 1)}{' (bias added)' if r.extra.get('bias_add') else ''} | "
+                     f"{r.registers} | {r.stack_bytes} | "
                      f"{r.shared_bytes} | "
                      f"{r.compile_s:.1f} |")
     return "\n".join(lines)

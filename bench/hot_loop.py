@@ -82,12 +82,13 @@ class Variant:
 
 
 # the autotune parameters a config is named by (block sizes, heads per program, sub-tile splits)
-_LABEL_KEYS = ("BLOCK", "HEAD", "GROUP", "SPLIT", "MASKED")
+_LABEL_KEYS = ("BLOCK", "HEAD", "GROUP", "SPLIT", "MASKED", "BIAS_ADD")
 
 
 def _config_label(config: dict) -> str:
     parts = [f"w{config.get('num_warps')}", f"s{config.get('num_stages')}"]
-    parts += [f"{k.lower()}{v}" for k, v in sorted(config.items()) if k.startswith(_LABEL_KEYS)]
+    parts += [f"{k.lower()}{int(v) if isinstance(v, bool) else v}" for k, v in sorted(config.items())
+              if k.startswith(_LABEL_KEYS)]
     return "-".join(parts)
 
 

@@ -239,7 +239,7 @@ class _Run:
                     pl.blk_seq, pl.blk_start, pl.kv_ptr, pl.kv_idx, pl.kv_full,
                     q.stride(0), q.stride(1), *_row_head_strides(k), *_row_head_strides(v),
                     out.stride(0), out.stride(1),
-                    STORE_ACC=two_pass and pl.name == "A", BIAS_IN_DOT=self.bias_in_dot, **args, **consts)
+                    STORE_ACC=two_pass and pl.name == "A", DOT_BIAS_OK=self.bias_in_dot, **args, **consts)
         return out, lse
 
     # backward -------------------------------------------------------------------------------

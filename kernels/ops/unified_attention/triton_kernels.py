@@ -9,10 +9,10 @@ states are carried as a tuple (one entry per head).
 * Scores are kept in base 2: ``s2 = q.k * (scale * log2 e) + bias * log2 e`` (the launcher passes
   the bias tables pre-scaled), one fused multiply-add per element; probabilities are ``exp2``; the
   log-sum-exp saved for the backward is in base 2. The forward's full tiles (``BIAS_IN_DOT``, any
-  scale from 2**-16 up) take the bias as the matmul's accumulator instead, from tables divided by
-  the scale, and scale in the exponent's multiply-add: ``exp2((q.k + bias / scale) * scale * log2 e
-  - m)``, one instruction a score as in FlashAttention, where the bias added after scaling and the
-  maximum subtracted took two.
+  scale from 2**-16 up, unless the autotune config says ``BIAS_ADD``) take the bias as the matmul's
+  accumulator instead, from tables divided by the scale, and scale in the exponent's multiply-add:
+  ``exp2((q.k + bias / scale) * scale * log2 e - m)``, one instruction a score as in
+  FlashAttention, where the bias added after scaling and the maximum subtracted took two.
 * With both bias terms the kernels gather from one joint table ``w_pos[r] + w_time[b]``
   (``[buckets, JROW]``, bucket-major so that a warp's gather reads consecutive relative positions;
   built by the launcher; ``JROW = 0``: the two tables, past a size limit).
@@ -80,9 +80,11 @@ MAX_GROUP = 16
 # 32 registers a thread: two forward heads fit at one stage only, dq's two heads with 32-column
 # sub-tiles at one stage (two: 104 B of stack), dk/dv one head (two, with 32-row sub-tiles:
 # 64 B of stack at best). The static count cannot see latency: the GPU autotuner picks among
-# these by time.
+# these by time. The forward's optional fourth entry, "add", keeps its full tiles adding the bias
+# after the scores' matmul (``BIAS_IN_DOT`` off): the accumulator form issues fewer instructions
+# but must wait for the bias gather before the matmul starts, which the count cannot weigh.
 _SPACES = {
-    "fwd": [(4, 1, 128), (4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128), (8, 2, 64)],
+    "fwd": [(4, 1, 128), (4, 1, 128, "add"), (4, 2, 64), (4, 3, 64), (4, 1, 64), (8, 2, 128), (8, 2, 64)],
     "dq": [(4, 1, 64), (8, 2, 64, 1, 1), (4, 1, 128, 2, 2)],
     "dkdv": [(4, 3, 128, 1, 1), (4, 1, 128, 1, 1), (8, 2, 128, 1, 1), (4, 1, 256, 2, 2), (4, 2, 256, 2, 2),
              (4, 3, 256, 2, 2)],
@@ -93,6 +95,8 @@ def _configs(kernel: str):
     split = kernel in ("dq", "dkdv")
     if knobs.runtime.interpret:  # programs run one after another: one config, all heads per program
         kw = {"GROUP_COLS": 0}
+        if kernel == "fwd":  # the bias as the matmul's accumulator where the launcher allows it
+            kw["BIAS_ADD"] = False
         if split:  # the interpreter takes the split paths (one sub-tile is their special case): two
             # sub-tiles a block, full or masked (MASKED_SPLIT 2 as well cost the suite a third more time)
             kw.update(SPLIT=2, MASKED_SPLIT=1)
@@ -102,6 +106,8 @@ def _configs(kernel: str):
         kw = {"GROUP_COLS": c}
         if split:
             kw.update(SPLIT=rest[0] if rest else 1, MASKED_SPLIT=rest[1] if len(rest) > 1 else 2)
+        elif kernel == "fwd":
+            kw["BIAS_ADD"] = bool(rest) and rest[0] == "add"
         out.append(triton.Config(kw, num_warps=w, num_stages=s))
     return out
 
@@ -139,7 +145,10 @@ def _group(kernel: str):
             return max(1, min(a["H"], MAX_GROUP))
         return max(1, min(a["H"], MAX_GROUP, a["GROUP_COLS"] // _head_columns(kernel, a)))
 
-    return triton.heuristics({"G": g, "EVEN_HEADS": lambda a: a["H"] % g(a) == 0})
+    rules = {"G": g, "EVEN_HEADS": lambda a: a["H"] % g(a) == 0}
+    if kernel == "fwd":  # the launcher allows it (scale), the config may still add the bias after scaling
+        rules["BIAS_IN_DOT"] = lambda a: bool(a["DOT_BIAS_OK"]) and not a["BIAS_ADD"]
+    return triton.heuristics(rules)
 
 
 _KEY = ["H", "BDH", "BDV", "LEN_BUCKET", "PASS_B", "HAS_POS", "TS_MODE", "TS_SORTED", "SPARSE"]
@@ -764,7 +773,7 @@ def attn_fwd(Q, K, V, OUT, ACC, LSE, OFFS, NT, TS, W_POS, W_TIME, W_POS_DOT, W_T
              PASS_B: tl.constexpr, SPARSE: tl.constexpr, HAS_WINDOW: tl.constexpr, STORE_ACC: tl.constexpr,
              POS_CLAMP: tl.constexpr, NB_CLAMP: tl.constexpr,
              JROW: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
-             INTERP: tl.constexpr, BIAS_IN_DOT: tl.constexpr):
+             INTERP: tl.constexpr, DOT_BIAS_OK: tl.constexpr, BIAS_ADD: tl.constexpr, BIAS_IN_DOT: tl.constexpr):
     pid = tl.program_id(0)
     hg = tl.program_id(1)
     start, s0, L, n, p, i_loc, ci, ai, row_ok = _program_block(BLK_SEQ, BLK_START, OFFS, NT, pid, R_DIL,
