@@ -56,7 +56,9 @@ def unified_attention(
             ``backend="triton"`` (``"auto"`` runs float64 on the reference).
 
     Strided inputs: any strides are accepted on both backends (the Triton path copies what its
-    kernels read as dense arrays). No tokens: an empty output whose gradients are zeros.
+    kernels read as dense arrays; its kernels are compiled per token and head stride of q, k and
+    v, e.g. once for views of a packed qkv projection and once for separate tensors). No tokens:
+    an empty output whose gradients are zeros.
 
     Non-finite values in q, k, v or the bias tables never reach another sequence. Within a
     sequence a non-finite q_i reaches row i only, a non-finite table entry only the rows whose
