@@ -56,6 +56,8 @@ class Case:
     targets: Sequence[int] = (3, 0, 1)
     pattern: AttentionPattern = DENSE
     ts_float: bool = False  # float64 timestamps (the kernels' TS_MODE 2 path) instead of integers
+    # False: each sequence's behavior timestamps shuffled (the kernels' TS_SORTED path off)
+    ts_in_order: bool = True
 
 
 @dataclass
@@ -175,6 +177,10 @@ def capture_launches(case: Case, module=None) -> List[Launch]:
     gaps = torch.empty(T, dtype=torch.float64).exponential_(1 / 3600.0, generator=g).round().to(torch.int64)
     ts = torch.cat([1_700_000_000 + gaps[int(a):int(b)].cumsum(0) for a, b in zip(offsets[:-1], offsets[1:])])
     ts = _targets_at_request_time(ts, offsets, num_targets)
+    if not case.ts_in_order:
+        for b in range(len(case.lengths)):
+            lo, n = int(offsets[b]), case.lengths[b] - case.targets[b]
+            ts[lo:lo + n] = ts[lo:lo + n][torch.randperm(n, generator=g)]
     if case.ts_float:
         ts = ts.to(torch.float64) + torch.rand(T, generator=g, dtype=torch.float64)
     P = max(case.lengths) + 1
@@ -339,6 +345,8 @@ def main(argv=None) -> int:
     p.add_argument("--hot-loop", action="store_true",
                    help="the hot-loop report (bf16, dh=64, H=4, dense, both bias tables) against FlashAttention-2")
     p.add_argument("--lengths", type=int, nargs="+", default=None, help="sequence lengths of the hot-loop case")
+    p.add_argument("--out-of-order", action="store_true",
+                   help="hot-loop case with each sequence's behaviors out of time order (no TS_SORTED path)")
     a = p.parse_args(argv)
     module = _compiled_module()
     if a.hot_loop:
@@ -346,7 +354,8 @@ def main(argv=None) -> int:
 
         lengths = tuple(a.lengths or (2048, 2048))
         case = Case(dtype=a.dtypes[0] if len(a.dtypes) == 1 else "bf16", head_dim=a.head_dims[0],
-                    value_dim=a.head_dims[0], heads=4, lengths=lengths, targets=tuple(1 for _ in lengths))
+                    value_dim=a.head_dims[0], heads=4, lengths=lengths, targets=tuple(1 for _ in lengths),
+                    ts_in_order=not a.out_of_order)
         rep = hot_loop.report(case, a.arch, a.cubin_dir, module)
         print(hot_loop.format_report(rep))
         if a.json:

@@ -263,7 +263,8 @@ CLASS_COLUMNS = ("fp32", "int", "mufu", "global", "shared", "atomic", "spill", "
 def format_report(rep: dict) -> str:
     c = rep["case"]
     lines = [f"Hot loops, sm_90, JIT-specialised: {c.dtype}, dh={c.head_dim}, H={c.heads}, pattern {c.pattern.name}, "
-             f"lengths {list(c.lengths)}, targets {list(c.targets)}; per warp and loop iteration.", "",
+             f"lengths {list(c.lengths)}, targets {list(c.targets)}"
+             f"{'' if c.ts_in_order else ', behaviors out of time order'}; per warp and loop iteration.", "",
              "| source | kernel | pass | config | regs | stack B | loop | instr | TC | " + " | ".join(CLASS_COLUMNS)
              + " | non-TC per issued TC kFLOP | TC issued / needed | non-TC per needed kFLOP |",
              "|---|---|---|---|---:|---:|---|---:|---:|" + "---:|" * len(CLASS_COLUMNS) + "---:|---:|---:|"]

@@ -60,6 +60,16 @@ def test_float_timestamps_take_their_own_path(module):
         assert sig["TS"] == "*fp64" and consts["TS_MODE"] == 2 and consts["TS_SORTED"] is False
 
 
+@pytest.mark.parametrize("in_order", [True, False])
+def test_the_case_chooses_the_time_order_path(module, in_order):
+    """The report's case has each sequence's behaviors in time order (TS_SORTED); ``--out-of-order``
+    shuffles them, so the same report measures the path with |dt| a pair."""
+    launches = cc.capture_launches(cc.Case(dtype="bf16", lengths=(200, 9), targets=(2, 1), ts_in_order=in_order),
+                                   module)
+    consts = [cc.signature_of(lch.fn, lch.args, lch.bind())[1] for lch in launches if lch.kernel != "attn_bwd_delta"]
+    assert consts and all(c["TS_SORTED"] is in_order for c in consts)
+
+
 def test_fp32_uses_ieee_dot(module):
     launches = cc.capture_launches(cc.Case(dtype="fp32"), module)
     consts = [cc.signature_of(lch.fn, lch.args, lch.bind())[1] for lch in launches if lch.kernel != "attn_bwd_delta"]
