@@ -327,8 +327,8 @@ def format_table(rows: List[Usage]) -> str:
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.kernel} | {r.pass_name} | {r.dtype} | {r.head_dim}/{r.value_dim} | {r.pattern} | "
-                     f"{r.num_warps} | {r.num_stages} | {r.extra.get('G', 1)}{' (bias added)' if r.extra.get('bias_add') else ''} | "
-                     f"{r.registers} | {r.stack_bytes} | "
+                     f"{r.num_warps} | {r.num_stages} | {r.extra.get('G', 1)}"
+                     f"{' (bias added)' if r.extra.get('bias_add') else ''} | {r.registers} | {r.stack_bytes} | "
                      f"{r.shared_bytes} | "
                      f"{r.compile_s:.1f} |")
     return "\n".join(lines)

@@ -322,10 +322,10 @@ def _load_ts_full(TS, s0, block_start, idx, TS_MODE: tl.constexpr, BLOCK: tl.con
     behaviors of the sequence by ``layout.py``'s definition: no mask). Pass A's
     block is contiguous: one scalar base and constant offsets (the compiler then folds them into
     the loads; from ``s0 + idx`` it formed a 64-bit address per load in dq's layout). PIN (pass A,
-    compiled): the loaded values pass through a non-pure asm identity, which triton cannot
-    rematerialise in another layout (int32 timestamps only), so the load keeps its own (a thread reads consecutive
-    columns: one base and immediate offsets) and the values move to the consumer's layout through
-    shared memory; loaded in the scores' MMA layout (the forward's asm gather pulls the whole
+    compiled, int32 timestamps only): the loaded values pass through a non-pure asm identity, which
+    triton cannot rematerialise in another layout, so the load keeps its own (a thread reads
+    consecutive columns: one base and immediate offsets) and the values move to the consumer's
+    layout through shared memory; loaded in the scores' MMA layout (the forward's asm gather pulls the whole
     index chain there), each column took a 64-bit address of its own (36 instructions a tile)."""
     if TS_MODE == 0:
         return idx * 0
