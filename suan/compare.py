@@ -11,8 +11,10 @@ evaluated, never used to choose anything. Entries:
   higher (trained in the same run; its cost counts in that row's samples/s);
 * ``suan@gN``: SUAN at another grade (the presets add one and two grades up).
 
-Each run's result is kept as ``OUT/results/<run>.json``: a rerun skips finished runs, so a long
-comparison resumes. The table reports test AUC, GAUC and LogLoss (mean and standard deviation
+Each run's result is kept as ``OUT/results/<run>.json``: a rerun skips finished runs, and a run
+that was interrupted (SIGTERM, Ctrl-C, a killed worker) continues from its checkpoint in
+``OUT/runs/<run>/`` (one per epoch, on a signal and every ``CHECKPOINT_EVERY`` steps; one written
+under other settings is kept aside and the run starts afresh), so a long comparison resumes. The table reports test AUC, GAUC and LogLoss (mean and standard deviation
 over seeds), the best epoch, non-embedding parameters, training samples/s and CPU inference ms
 per request; a paired test over seeds compares each SUAN-family entry with the best baseline;
 reference scores (the item's and the user's training click rate) put the GAUC in context.
@@ -34,7 +36,7 @@ from .latency import median_test_request, random_candidates, time_call
 from .metrics import ctr_metrics
 from .registry import get_model, model_names
 from .rundir import RunLock
-from .train import TrainConfig, open_data, short_run, train, with_settings_added_since
+from .train import TrainConfig, checkpoint_differences, open_data, short_run, train, with_settings_added_since
 from .workers import check_jobs, run_in_processes
 
 RECIPES = ("lightsuan-distilled",)  # training recipes compared beside the registered models
@@ -121,12 +123,28 @@ def _one_grade_up(grade: str) -> str:
     return names[min(i + 1, len(names) - 1)].split("-")[0]
 
 
+# A run interrupted (SIGTERM, Ctrl-C, a worker killed) continues from its checkpoint when the
+# comparison is run again: one is written at every epoch's end, on a signal, and every this many
+# steps, so a hard kill loses at most that much of a run that may take an hour.
+CHECKPOINT_EVERY = 300
+# How a run is carried out, not what it computes: a stored result is this configuration's whatever
+# these were (results written before runs resumed say resume=False, checkpoint_every=0).
+_RUN_MECHANICS = ("resume", "checkpoint_every", "progress")
+
+
+def _result_identity(config: dict) -> dict:
+    """The settings that decide a run's result: ``config`` (a TrainConfig dict) without
+    ``_RUN_MECHANICS``, with settings added since it was written at the value it ran with."""
+    return {k: v for k, v in with_settings_added_since(config).items() if k not in _RUN_MECHANICS}
+
+
 def _train_config(name: str, p: ComparePreset, lr: float, seed: int, out: str, progress: bool,
                   train_samples: Optional[int]) -> Tuple[TrainConfig, str]:
     kind, grade, ablation, distill = parse_entry(name, p.grade)
     common = short_run(grade=grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
                        embedding_lr=lr, seed=seed, out_dir=out, progress=progress, train_samples=train_samples,
-                       early_stopping=p.early_stopping, model_overrides={"dropout": p.dropout, **ablation})
+                       early_stopping=p.early_stopping, model_overrides={"dropout": p.dropout, **ablation},
+                       resume=True, checkpoint_every=CHECKPOINT_EVERY)
     if kind == "lightsuan-distilled":
         distill = dict(distill)
         teacher = distill.pop("teacher", None) or p.teacher_grade or _one_grade_up(grade)
@@ -149,6 +167,12 @@ def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: 
     cfg, key = _train_config(name, p, lr, seed, run_dir, progress, train_samples)
 
     def run():
+        diffs = checkpoint_differences(run_dir, cfg)
+        if diffs:  # interrupted under other settings: kept, not resumed and not overwritten
+            kept = os.path.join(run_dir, f"checkpoint.superseded-{time.strftime('%Y%m%dT%H%M%S')}.pt")
+            os.replace(os.path.join(run_dir, "checkpoint.pt"), kept)
+            print(f"  {os.path.basename(run_dir)}: its checkpoint was written with other settings "
+                  f"({'; '.join(diffs)}); kept as {os.path.basename(kept)}, training afresh", flush=True)
         res = train(cfg, store)
         return {"name": name, "lr": lr, "seed": seed, "train_samples": train_samples, "which": key,
                 "config": cfg.to_dict(), "test": res["test"][key],
@@ -158,8 +182,8 @@ def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: 
                 "samples_per_s": res.get("train_samples_per_s"),
                 "checkpoint": os.path.join(run_dir, "checkpoint.pt")}
 
-    result, _ = cached_json(path, run, expect={"config": cfg.to_dict()},
-                            upgrade=lambda r: {**r, "config": with_settings_added_since(r.get("config") or {})})
+    result, _ = cached_json(path, run, expect={"config": _result_identity(cfg.to_dict())},
+                            upgrade=lambda r: {**r, "config": _result_identity(r.get("config") or {})})
     return result
 
 

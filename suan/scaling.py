@@ -260,18 +260,9 @@ def _supersede(path: Optional[str], tmp_dir: Optional[str]) -> None:
 def _set_aside_other_checkpoint(tmp: str, cfg) -> None:
     """A run interrupted under other settings (the sweep's protocol changed since) would refuse to
     resume: its folder is set aside (``_supersede``) and the run starts afresh."""
-    import torch
+    from .train import checkpoint_differences
 
-    from .train import resume_differences
-
-    ckpt = os.path.join(tmp, "checkpoint.pt")
-    if not os.path.exists(ckpt):
-        return
-    try:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("config")
-    except Exception:  # a damaged checkpoint: the trainer names it and the way out
-        return
-    if isinstance(saved, dict) and resume_differences(saved, cfg.to_dict()):
+    if checkpoint_differences(tmp, cfg):
         _supersede(None, tmp)
 
 

@@ -275,6 +275,21 @@ def resume_differences(saved: dict, current: dict) -> List[str]:
     return out
 
 
+def checkpoint_differences(out_dir: str, cfg: "TrainConfig") -> Optional[List[str]]:
+    """What ``resume_differences`` finds between the checkpoint in ``out_dir`` and ``cfg``; None
+    when there is no checkpoint, or one that cannot be read (the trainer names it and the way out).
+    Runners that own their run folders (compare, scaling) set such a checkpoint aside instead of
+    letting the trainer refuse to resume."""
+    path = os.path.join(out_dir, "checkpoint.pt")
+    if not os.path.exists(path):
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False).get("config")
+    except Exception:  # a damaged checkpoint
+        return None
+    return resume_differences(saved, cfg.to_dict()) if isinstance(saved, dict) else None
+
+
 def _cpu_has_native_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

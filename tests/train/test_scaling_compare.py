@@ -237,6 +237,67 @@ def test_compare_resumes_finished_runs_and_reports_tests(tmp_path):
         run_compare("synthetic:tiny", str(tmp_path / "d"), models=["xgb"], seeds=[0])
 
 
+def _interrupt_at_step(monkeypatch, step):
+    """Trainer.train_step as if a SIGTERM arrived during ``step``: the trainer saves its checkpoint
+    after that step and raises Interrupted, as it does for a real signal."""
+    import signal
+
+    from suan.train import Trainer
+
+    real = Trainer.train_step
+
+    def train_step(self, batch):
+        rec = real(self, batch)
+        if self.step == step:
+            self._stop_signal = signal.SIGTERM
+        return rec
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+def test_compare_run_interrupted_resumes_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    from suan.errors import Interrupted
+
+    kw = dict(models=["lightsuan"], seeds=[0], data_dir=str(tmp_path / "data"), max_len=12,
+              lr_grid=(3e-3,), epochs=2, grade="g0")
+    fresh = run_compare("synthetic:tiny", str(tmp_path / "fresh"), **kw)
+    with monkeypatch.context() as m:
+        _interrupt_at_step(m, 7)  # inside the first epoch
+        with pytest.raises(Interrupted):
+            run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)
+    assert not os.listdir(tmp_path / "c" / "results")
+    (run_dir,) = glob.glob(str(tmp_path / "c" / "runs" / "*"))
+    assert os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    capsys.readouterr()
+    resumed = run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)
+    assert "resumed from" in capsys.readouterr().out
+    # exact resume: the same weights, so the same test metrics as the run that was never stopped
+    for metric in ("auc", "gauc", "logloss"):  # (GAUC may be NaN on this tiny set: equal as NaN)
+        np.testing.assert_array_equal(resumed["models"]["lightsuan"][metric]["values"],
+                                      fresh["models"]["lightsuan"][metric]["values"])
+    # a result written before runs resumed (resume=False, no periodic checkpoint) is still this
+    # configuration's: read back, not retrained
+    (path,) = glob.glob(str(tmp_path / "c" / "results" / "*.json"))
+    stored = json.loads(open(path).read())
+    stored["config"].update(resume=False, checkpoint_every=0, progress=True)
+    open(path, "w").write(json.dumps(stored))
+    written = os.path.getmtime(path)
+    run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)
+    assert os.path.getmtime(path) == written
+    # a checkpoint left by other settings (here 2 epochs, now 3) is kept aside, and the run starts afresh
+    with monkeypatch.context() as m:
+        _interrupt_at_step(m, 7)
+        with pytest.raises(Interrupted):
+            run_compare("synthetic:tiny", str(tmp_path / "e"), **kw)
+    capsys.readouterr()
+    longer = run_compare("synthetic:tiny", str(tmp_path / "e"), **{**kw, "epochs": 3})
+    out = capsys.readouterr().out
+    assert "written with other settings (epochs: checkpoint 2, now 3)" in out and "resumed from" not in out
+    (run_dir,) = glob.glob(str(tmp_path / "e" / "runs" / "*"))
+    assert glob.glob(os.path.join(run_dir, "checkpoint.superseded-*.pt"))
+    assert longer["models"]["lightsuan"]["best_epoch"]["mean"] >= 1
+
+
 def test_paired_test_matches_scipy_and_the_sign_flip_fallback(monkeypatch):
     from suan.compare import paired_test
 
