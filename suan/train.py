@@ -534,8 +534,13 @@ class Trainer:
         if self._stop_signal is None:
             return
         self.save_checkpoint()
+        # a run started with resume off (``suan demo``, ``--no-resume``) is not continued by the same
+        # command, so the message says what is true for it
+        how = ("run the same command again to resume" if self.cfg.resume else
+               "this run was started with resume off, so the same command starts afresh; `suan train` / "
+               "`suan distill` with these settings and without --no-resume continue from it")
         raise Interrupted(f"interrupted at step {self.step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch}); "
-                          f"state saved to {self.ckpt_path}: run the same command again to resume")
+                          f"state saved to {self.ckpt_path}: {how}")
 
     def fit(self) -> dict:
         """Train to the end; SIGINT / SIGTERM save a checkpoint at the current step and raise

@@ -171,3 +171,25 @@ def test_sigterm_to_compare_with_jobs_stops_its_workers(store, tmp_path):
     assert not any(_alive(w) for w in workers)
     assert any((d / "checkpoint.pt").exists() for d in locks)
     assert not any((d / LOCK_NAME).exists() for d in locks)
+
+
+def test_interrupted_run_started_without_resume_says_the_same_command_starts_afresh(store, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """`--no-resume` (and `suan demo`, whose runs start afresh) must not claim that running the
+    same command again resumes; the checkpoint is saved all the same."""
+    from suan.train import Trainer
+
+    real = Trainer.train_step
+
+    def train_step(self, batch):  # as if a SIGTERM arrived during step 2
+        rec = real(self, batch)
+        if self.step == 2:
+            self._stop_signal = signal.SIGTERM
+        return rec
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    out = tmp_path / "run"
+    assert _train(store, out, "--no-resume") == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "interrupted at step 2" in last and "the same command starts afresh" in last
+    assert "run the same command again to resume" not in last and (out / "checkpoint.pt").exists()

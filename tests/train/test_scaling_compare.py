@@ -263,7 +263,7 @@ def test_compare_run_interrupted_resumes_from_its_checkpoint(tmp_path, monkeypat
     fresh = run_compare("synthetic:tiny", str(tmp_path / "fresh"), **kw)
     with monkeypatch.context() as m:
         _interrupt_at_step(m, 7)  # inside the first epoch
-        with pytest.raises(Interrupted):
+        with pytest.raises(Interrupted, match="run the same command again to resume"):
             run_compare("synthetic:tiny", str(tmp_path / "c"), **kw)
     assert not os.listdir(tmp_path / "c" / "results")
     (run_dir,) = glob.glob(str(tmp_path / "c" / "runs" / "*"))
