@@ -158,7 +158,11 @@ def test_sigterm_to_compare_with_jobs_stops_its_workers(store, tmp_path):
         locks = [d for d in runs.iterdir() if (d / LOCK_NAME).exists()] if runs.exists() else []
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[1]
-    time.sleep(2)  # into their training loops
+    # into their training loops: each run has finished an epoch (its checkpoint), not a fixed sleep,
+    # which a loaded machine may spend building the models
+    while proc.poll() is None and time.time() < deadline and not all((d / "checkpoint.pt").exists() for d in locks):
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1]
     workers = _children(proc.pid)
     assert len(workers) >= 2
     proc.send_signal(signal.SIGTERM)
@@ -169,7 +173,9 @@ def test_sigterm_to_compare_with_jobs_stops_its_workers(store, tmp_path):
     while any(_alive(w) for w in workers) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers)
-    assert any((d / "checkpoint.pt").exists() for d in locks)
+    # each worker got the signal inside its training loop and saved its state there
+    assert stderr.count("SIGTERM: saving a checkpoint after the current step") == 2, stderr
+    assert all((d / "checkpoint.pt").exists() for d in locks)
     assert not any((d / LOCK_NAME).exists() for d in locks)
 
 
