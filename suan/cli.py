@@ -218,7 +218,7 @@ def cmd_distill_study(args) -> int:
     run_distill_study(args.out, preset=args.preset, data=args.data, students=args.students,
                       teacher_steps=args.teacher_steps, seeds=args.seeds, lambdas=args.lambdas,
                       temperatures=args.temperatures, data_dir=args.data_dir,
-                      progress=args.progress, jobs=args.jobs)
+                      progress=args.progress, jobs=args.jobs, references_only=args.references_only)
     return 0
 
 
@@ -365,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     dst.add_argument("--lambdas", type=float, nargs="+", default=None, help="the lambda grid (default: the preset's)")
     dst.add_argument("--temperatures", type=float, nargs="+", default=None, help="the T grid (default: the preset's)")
     dst.add_argument("--jobs", type=int, default=1, help="runs trained at a time, one thread each (default 1)")
+    dst.add_argument("--references-only", action="store_true",
+                     help="train only LightSUAN alone and SUAN one grade up on every seed (OUT/references.md); "
+                          "the full study on the same --out later reuses them")
     dst.add_argument("--data-dir", default=None)
     dst.add_argument("--progress", action="store_true")
     dst.add_argument("--out", default="runs/distill-study")

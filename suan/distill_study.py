@@ -11,6 +11,10 @@ comparison's folder with the same settings reuses its runs.
 
 Output: ``OUT/distill.json`` and ``OUT/distill.md`` (one table per student: mean +- std over seeds,
 a paired test of each distilled student against SUAN one grade up, and the validation grid).
+
+``references_only`` trains just the references on every seed and writes ``OUT/references.json`` /
+``OUT/references.md`` (no claim, no grid): a long study can then be split across sessions or
+machines, and the full study run later on the same ``--out`` skips them.
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ def run_distill_study(out_dir: str, preset: str = "smoke", data: Optional[str] =
                       students: Optional[Sequence[str]] = None, teacher_steps: Optional[Sequence[int]] = None,
                       seeds: Optional[Sequence[int]] = None, lambdas: Optional[Sequence[float]] = None,
                       temperatures: Optional[Sequence[float]] = None, data_dir: Optional[str] = None,
-                      progress: bool = False, jobs: int = 1) -> dict:
+                      progress: bool = False, jobs: int = 1, references_only: bool = False) -> dict:
     """The study of the module docstring; ``jobs`` > 1 trains that many runs at a time."""
     check_jobs(jobs)
     sp: DistillStudyPreset = choose_preset(DISTILL_STUDY_PRESETS, preset, "preset")
@@ -74,11 +78,11 @@ def run_distill_study(out_dir: str, preset: str = "smoke", data: Optional[str] =
     if len(cp.lr_grid) != 1:
         raise ValueError("preset: a distillation study trains every run at one learning rate")
     with RunLock(out_dir, "out"):
-        return _run_study(sp, cp, preset, out_dir, data_dir, progress, jobs)
+        return _run_study(sp, cp, preset, out_dir, data_dir, progress, jobs, references_only)
 
 
 def _run_study(sp: DistillStudyPreset, cp, preset: str, out_dir: str, data_dir: Optional[str], progress: bool,
-               jobs: int) -> dict:
+               jobs: int, references_only: bool = False) -> dict:
     t0 = time.perf_counter()
     store = open_data(cp.data, data_dir, 0)
     lr, seed0 = cp.lr_grid[0], cp.seeds[0]
@@ -92,23 +96,28 @@ def _run_study(sp: DistillStudyPreset, cp, preset: str, out_dir: str, data_dir: 
                 plan.append((student, teacher))
     print(f"distill-study on {cp.data}: {store.describe()['samples']} samples; students {list(sp.students)}, "
           f"teachers {list(sp.teacher_steps)} grade(s) up, lambda {list(sp.lambdas)} x T {list(sp.temperatures)} "
-          f"on seed {seed0}'s valid AUC, seeds {list(cp.seeds)}, lr {lr:g}, up to {cp.epochs} epoch(s)", flush=True)
+          f"on seed {seed0}'s valid AUC, seeds {list(cp.seeds)}, lr {lr:g}, up to {cp.epochs} epoch(s)"
+          + ("; references only" if references_only else ""), flush=True)
 
     def run(entries: Sequence[str], seeds: Sequence[int]) -> Dict[Tuple[str, int], dict]:
         tasks = [(e, lr, s, None) for e in entries for s in seeds]
         done = _run_all(tasks, store, cp, out_dir, data_dir, progress, jobs)
         return {(e, s): r for (e, _, s, _), r in zip(tasks, done)}
 
-    # phase 1: lambda x T on seed 0 (validation AUC only)
-    grid = {pair: [distilled_entry(*pair, lam, t) for lam in sp.lambdas for t in sp.temperatures] for pair in plan}
-    tuned = run([e for entries in grid.values() for e in entries], [seed0])
-    best = {pair: max(entries, key=lambda e: _valid_auc(tuned[(e, seed0)])) for pair, entries in grid.items()}
-    # phase 2: every seed for the chosen settings and the references
     def entry(kind: str, grade: str) -> str:  # the comparison's name for it, so its runs are reused
         return kind if grade == _short(cp.grade) else f"{kind}@{grade}"
 
     refs = {s: [entry("lightsuan", s)] + ([entry("suan", grades_up(s, 1))] if grades_up(s, 1) else [])
             for s in sp.students}
+    if references_only:
+        plan, grid, tuned, best = [], {}, {}, {}
+    else:
+        # phase 1: lambda x T on seed 0 (validation AUC only)
+        grid = {pair: [distilled_entry(*pair, lam, t) for lam in sp.lambdas for t in sp.temperatures]
+                for pair in plan}
+        tuned = run([e for entries in grid.values() for e in entries], [seed0])
+        best = {pair: max(entries, key=lambda e: _valid_auc(tuned[(e, seed0)])) for pair, entries in grid.items()}
+    # phase 2: every seed for the chosen settings and the references
     entries = list(dict.fromkeys([best[p] for p in plan] + [e for s in sp.students for e in refs[s]]))
     runs = run(entries, cp.seeds)
 
@@ -143,10 +152,11 @@ def _run_study(sp: DistillStudyPreset, cp, preset: str, out_dir: str, data_dir: 
                                        for k, v in dataclasses.asdict(cp).items()},
                            "students": list(sp.students), "teacher_steps": list(sp.teacher_steps),
                            "lambdas": list(sp.lambdas), "temperatures": list(sp.temperatures)},
-              "students": students, "wall_time_s": time.perf_counter() - t0}
-    write_json(os.path.join(out_dir, "distill.json"), report)
+              "students": students, "references_only": references_only, "wall_time_s": time.perf_counter() - t0}
+    name = "references" if references_only else "distill"
+    write_json(os.path.join(out_dir, f"{name}.json"), report)
     md = format_study(report)
-    write_text(os.path.join(out_dir, "distill.md"), md)
+    write_text(os.path.join(out_dir, f"{name}.md"), md)
     print(md)
     return report
 

@@ -314,7 +314,18 @@ def test_distill_study_smoke_picks_on_valid_and_resumes(tmp_path):
     from suan.distill_study import run_distill_study
 
     out = str(tmp_path / "d")
+    # the references alone first, as a study split across sessions does; the full study then reuses them
+    refs = run_distill_study(out, preset="smoke", seeds=[0], data_dir=str(tmp_path / "data"), references_only=True)
+    assert refs["references_only"] and set(refs["students"]["g0"]["rows"]) == {"lightsuan@g0", "suan"}
+    assert refs["students"]["g0"]["claim"] == {}
+    assert sorted(os.listdir(os.path.join(out, "results"))) == ["lightsuan_at_g0-lr0.003-s0.json",
+                                                                "suan-lr0.003-s0.json"]
+    assert "Student LightSUAN g0" in open(os.path.join(out, "references.md")).read()
+    assert not os.path.exists(os.path.join(out, "distill.json"))
+    ref_mtimes = {f: os.path.getmtime(os.path.join(out, "results", f)) for f in os.listdir(os.path.join(out, "results"))}
     rep = run_distill_study(out, preset="smoke", seeds=[0], data_dir=str(tmp_path / "data"))
+    assert {f: os.path.getmtime(os.path.join(out, "results", f)) for f in ref_mtimes} == ref_mtimes
+    assert rep["students"]["g0"]["rows"]["suan"]["auc"] == refs["students"]["g0"]["rows"]["suan"]["auc"]
     rows = rep["students"]["g0"]["rows"]
     distilled = [n for n in rows if n.startswith("lightsuan-distilled~tg1~")]
     assert len(distilled) == 1 and {"lightsuan@g0", "suan"} <= set(rows)
