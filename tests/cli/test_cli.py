@@ -27,3 +27,16 @@ def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "suan.cli", "grades", "--json"], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out)["grades"][0]["name"] == "g0-nano"
+
+
+def test_distill_study_flags_reach_the_study(monkeypatch):
+    import suan.distill_study
+
+    seen = {}
+    monkeypatch.setattr(suan.distill_study, "run_distill_study", lambda out, **kw: seen.update(out=out, **kw))
+    assert main(["distill-study", "--preset", "ml100k", "--students", "g1", "--teacher-steps", "2",
+                 "--references-only", "--jobs", "2", "--out", "runs/x"]) == 0
+    assert seen["out"] == "runs/x" and seen["references_only"] is True and seen["students"] == ["g1"]
+    assert seen["teacher_steps"] == [2] and seen["jobs"] == 2 and seen["preset"] == "ml100k"
+    main(["distill-study", "--out", "runs/y"])
+    assert seen["references_only"] is False
