@@ -130,18 +130,24 @@ CHECKPOINT_EVERY = 300
 # How a run is carried out, not what it computes: a stored result is this configuration's whatever
 # these were (results written before runs resumed say resume=False, checkpoint_every=0).
 _RUN_MECHANICS = ("resume", "checkpoint_every", "progress")
+# Where the data was named or found, not what it is: a stored result is keyed by the contents it
+# trained on (``data_fingerprint``). Results written before that recorded ``data`` as the config's
+# default, whatever the comparison's data was, since the comparison passes its own store.
+_DATA_NAMING = ("data", "data_dir")
 
 
 def _result_identity(config: dict) -> dict:
     """The settings that decide a run's result: ``config`` (a TrainConfig dict) without
-    ``_RUN_MECHANICS``, with settings added since it was written at the value it ran with."""
-    return {k: v for k, v in with_settings_added_since(config).items() if k not in _RUN_MECHANICS}
+    ``_RUN_MECHANICS`` and ``_DATA_NAMING``, with settings added since it was written at the value
+    it ran with."""
+    return {k: v for k, v in with_settings_added_since(config).items()
+            if k not in _RUN_MECHANICS and k not in _DATA_NAMING}
 
 
 def _train_config(name: str, p: ComparePreset, lr: float, seed: int, out: str, progress: bool,
                   train_samples: Optional[int]) -> Tuple[TrainConfig, str]:
     kind, grade, ablation, distill = parse_entry(name, p.grade)
-    common = short_run(grade=grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
+    common = short_run(data=p.data, grade=grade, epochs=p.epochs, batch_size=p.batch_size, max_len=p.max_len, lr=lr,
                        embedding_lr=lr, seed=seed, out_dir=out, progress=progress, train_samples=train_samples,
                        early_stopping=p.early_stopping, model_overrides={"dropout": p.dropout, **ablation},
                        resume=True, checkpoint_every=CHECKPOINT_EVERY)
@@ -165,9 +171,10 @@ def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: 
     path = _run_path(out_dir, name, lr, seed, train_samples)
     run_dir = os.path.join(out_dir, "runs", os.path.basename(path)[:-5])
     cfg, key = _train_config(name, p, lr, seed, run_dir, progress, train_samples)
+    fingerprint = store.fingerprint()
 
     def run():
-        diffs = checkpoint_differences(run_dir, cfg)
+        diffs = checkpoint_differences(run_dir, cfg, fingerprint)
         if diffs:  # interrupted under other settings: kept, not resumed and not overwritten
             kept = os.path.join(run_dir, f"checkpoint.superseded-{time.strftime('%Y%m%dT%H%M%S')}.pt")
             os.replace(os.path.join(run_dir, "checkpoint.pt"), kept)
@@ -175,15 +182,23 @@ def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: 
                   f"({'; '.join(diffs)}); kept as {os.path.basename(kept)}, training afresh", flush=True)
         res = train(cfg, store)
         return {"name": name, "lr": lr, "seed": seed, "train_samples": train_samples, "which": key,
-                "config": cfg.to_dict(), "test": res["test"][key],
+                "data_fingerprint": fingerprint, "config": cfg.to_dict(), "test": res["test"][key],
                 "valid": res["valid"][-1][key] if res["valid"] else {},
                 "best_epoch": res["best_epoch"], "best_valid_auc": res["best_valid_auc"],
                 "epochs_trained": res["epochs_trained"], "params": res["params"][key],
                 "samples_per_s": res.get("train_samples_per_s"),
                 "checkpoint": os.path.join(run_dir, "checkpoint.pt")}
 
-    result, _ = cached_json(path, run, expect={"config": _result_identity(cfg.to_dict())},
-                            upgrade=lambda r: {**r, "config": _result_identity(r.get("config") or {})})
+    def upgrade(r: dict) -> dict:
+        r = {**r, "config": _result_identity(r.get("config") or {})}
+        if "data_fingerprint" not in r:  # written before results recorded their data: said, not hidden
+            print(f"  {path}: written before run results recorded the data they trained on; read back as a "
+                  f"run on {p.data} (contents {fingerprint}); remove it to retrain if it was not", flush=True)
+            r["data_fingerprint"] = fingerprint
+        return r
+
+    result, _ = cached_json(path, run, expect={"data_fingerprint": fingerprint,
+                                               "config": _result_identity(cfg.to_dict())}, upgrade=upgrade)
     return result
 
 

@@ -88,8 +88,11 @@ def cached_json(path: str, compute, expect: dict = None, upgrade=None):
         if upgrade is not None:
             stored = upgrade(stored)
         for key, value in (expect or {}).items():
-            if json.loads(json.dumps(stored.get(key))) != json.loads(json.dumps(value)):
-                raise UserError(f"{path}: was written with another {key}; use another output folder or remove it")
+            was = json.loads(json.dumps(stored.get(key)))
+            if was != json.loads(json.dumps(value)):
+                values = f" ({was}, now {value})" if isinstance(value, str) and isinstance(was, str) else ""
+                raise UserError(f"{path}: was written with another {key}{values}; use another output folder "
+                                "or remove it")
         return stored, True
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     result = compute()

@@ -196,7 +196,7 @@ def _train(store, p: ScalingPreset, grade: str, size: int, out_dir: str, teacher
         cfg = distill_config(teacher, out_dir=tmp, **common)
     else:
         cfg = TrainConfig(model="suan", out_dir=tmp, **common)
-    _set_aside_other_checkpoint(tmp, cfg)
+    _set_aside_other_checkpoint(tmp, cfg, store.fingerprint())
     res = train(cfg, store)
     out = {"grade": grade, "train_samples": int(n), "seconds": time.perf_counter() - t0,
            "train_samples_per_s": res.get("train_samples_per_s"), "epochs": epochs, "lr": lr,
@@ -257,12 +257,12 @@ def _supersede(path: Optional[str], tmp_dir: Optional[str]) -> None:
           "again", flush=True)
 
 
-def _set_aside_other_checkpoint(tmp: str, cfg) -> None:
+def _set_aside_other_checkpoint(tmp: str, cfg, data_fingerprint: Optional[str] = None) -> None:
     """A run interrupted under other settings (the sweep's protocol changed since) would refuse to
     resume: its folder is set aside (``_supersede``) and the run starts afresh."""
     from .train import checkpoint_differences
 
-    if checkpoint_differences(tmp, cfg):
+    if checkpoint_differences(tmp, cfg, data_fingerprint):
         _supersede(None, tmp)
 
 
@@ -411,6 +411,7 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
     started = time.strftime("%Y-%m-%d %H:%M")
     lr_info = {"lr": p.lr, "lr_grid": list(p.lr_grid), "tune_size": p.tune_size, "select_on": p.select_on,
                "cpu_bf16": p.cpu_bf16}
+    before = {}
     if os.path.exists(plan_path):
         try:
             with open(plan_path) as f:
@@ -419,6 +420,15 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
                 started = before.get("started", started)
         except (OSError, ValueError):
             pass
+    # the stored runs are keyed by grade and size, not by data: a folder holds one dataset's sweep
+    fingerprint = store.fingerprint()
+    if before.get("data_fingerprint") not in (None, fingerprint):
+        raise UserError(f"out: {out_dir} holds a sweep on other data (contents {before['data_fingerprint']}, "
+                        f"{before.get('data')!r}; now {fingerprint}, {p.data!r}); use another --out")
+    if "data_fingerprint" not in before and glob.glob(os.path.join(out_dir, "runs", "*.json")):
+        print(f"  {out_dir}: its runs were stored before sweeps recorded their data; they are read back as runs "
+              f"on {p.data} (contents {fingerprint})", flush=True)
+    lr_info["data_fingerprint"] = fingerprint
     write_json(plan_path, {**plan, **lr_info, "started": started})
     lr_by_grade, lr_tuning = choose_learning_rates(
         store, p, out_dir, sizes, progress,

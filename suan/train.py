@@ -265,17 +265,28 @@ def with_settings_added_since(saved: dict) -> dict:
     return {**{k: v for k, v in _SETTING_BEFORE_IT_EXISTED.items() if k not in saved}, **saved}
 
 
-def resume_differences(saved: dict, current: dict) -> List[str]:
-    """``key: checkpoint X, now Y`` for every resume-relevant setting that differs."""
+def resume_differences(saved: dict, current: dict, saved_data: Optional[str] = None,
+                       current_data: Optional[str] = None) -> List[str]:
+    """``key: checkpoint X, now Y`` for every resume-relevant setting that differs. The data is
+    compared by content where both fingerprints are known (``Store.fingerprint``; a dataset moved or
+    named another way is the same data, a rebuilt one is not), else by its ``data`` spec: runners
+    that pass their own store (compare, scaling) once left the spec at its default, so for
+    checkpoints written before fingerprints the spec alone could not tell two datasets apart."""
     out = []
     for key in RESUME_KEYS:
+        if key == "data" and saved_data and current_data:
+            if saved_data != current_data:
+                out.append(f"data: the checkpoint was trained on other data (contents {saved_data}, now "
+                           f"{current_data}; spec {saved.get('data')!r}, now {current.get('data')!r})")
+            continue
         was = with_settings_added_since(saved).get(key)
         if was != current.get(key):
             out.append(f"{key}: checkpoint {was!r}, now {current.get(key)!r}")
     return out
 
 
-def checkpoint_differences(out_dir: str, cfg: "TrainConfig") -> Optional[List[str]]:
+def checkpoint_differences(out_dir: str, cfg: "TrainConfig", data_fingerprint: Optional[str] = None
+                           ) -> Optional[List[str]]:
     """What ``resume_differences`` finds between the checkpoint in ``out_dir`` and ``cfg``; None
     when there is no checkpoint, or one that cannot be read (the trainer names it and the way out).
     Runners that own their run folders (compare, scaling) set such a checkpoint aside instead of
@@ -284,10 +295,13 @@ def checkpoint_differences(out_dir: str, cfg: "TrainConfig") -> Optional[List[st
     if not os.path.exists(path):
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False).get("config")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        saved = state.get("config")
     except Exception:  # a damaged checkpoint
         return None
-    return resume_differences(saved, cfg.to_dict()) if isinstance(saved, dict) else None
+    if not isinstance(saved, dict):
+        return None
+    return resume_differences(saved, cfg.to_dict(), state.get("data_fingerprint"), data_fingerprint)
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -418,6 +432,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "config": self.cfg.to_dict(),
+            "data_fingerprint": self.store.fingerprint(),  # what it trained on, checked on resume
             "model_configs": {k: m.cfg.to_dict() for k, m in self.models().items()},
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "module": self.module.state_dict(),
@@ -446,7 +461,8 @@ class Trainer:
                             f"truncated or from another program: {hint}") from None
         if not isinstance(state, dict) or not {"config", "module", "model_configs"} <= set(state):
             raise UserError(f"checkpoint: {path} is not a suan training checkpoint; {hint}")
-        diffs = resume_differences(state["config"], self.cfg.to_dict())
+        diffs = resume_differences(state["config"], self.cfg.to_dict(), state.get("data_fingerprint"),
+                                   self.store.fingerprint())
         saved_models = state["model_configs"]
         current_models = {k: m.cfg.to_dict() for k, m in self.models().items()}
         for name in sorted(set(saved_models) | set(current_models)):

@@ -18,6 +18,7 @@ Sample columns: ``user`` (int64), ``request_ts`` (int64), ``hist_start``/``hist_
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -171,6 +172,29 @@ class Store:
             raise ValueError(f"{path}: {actual} bytes, expected {expected} ({rows} rows of {dtype}x{width}); "
                              "the dataset is damaged")
         return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r", shape=shape)
+
+    def fingerprint(self) -> str:
+        """A digest of the dataset's contents: its schema, row counts, column layout and the bytes
+        of every event and sample column (not ``info``, which holds provenance such as paths). Two
+        folders with the same samples give the same value wherever they live; a rebuilt or edited
+        dataset gives another. Runs that store results key them by it. Computed once per ``Store``
+        (it reads every column: about a second per GB)."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.blake2b(digest_size=16)
+            layout = {k: self.meta.get(k) for k in ("format", "schema", "num_events", "num_samples",
+                                                     "event_columns", "sample_columns")}
+            h.update(json.dumps(layout, sort_keys=True).encode())
+            parts = [("events", c) for c in sorted(self.meta["event_columns"])]
+            parts += [(split, c) for split in sorted(self.meta["num_samples"]) for c in sorted(self.meta["sample_columns"])]
+            for folder, column in parts:
+                h.update(f"{folder}/{column}\0".encode())
+                path = os.path.join(self.path, folder, f"{column}.bin")
+                if os.path.exists(path):  # a column with no rows may have no file
+                    with open(path, "rb") as f:
+                        for chunk in iter(lambda: f.read(1 << 22), b""):
+                            h.update(chunk)
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

@@ -33,7 +33,7 @@ def test_joint_fit_recovers_parameters():
     assert abs(f["alpha"] - 0.25) < 0.02 and abs(f["beta"] - 0.4) < 0.02 and f["r2"] > 0.999
 
 
-def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
+def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch, capsys):
     preset = scaling.ScalingPreset(data="synthetic:tiny", grades=("g0", "g1", "g2"), data_sizes=(3000, 6000, 12000),
                                    max_len=16, batch_size=128, lr=3e-3, student_grade="g0", distill_teachers=("g1",),
                                    distill_size=6000)
@@ -60,6 +60,30 @@ def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch):
     with open(os.path.join(out, "plan.json")) as f:
         assert json.load(f)["started"] == "2026-01-01 00:00"
     assert [r["test"]["logloss"] for r in again["runs"]] == [r["test"]["logloss"] for r in res["runs"]]
+    # the folder is one dataset's sweep: other contents are refused (runs are keyed by grade and size only)
+    import shutil
+
+    from suan.train import open_data
+
+    tiny = open_data("synthetic:tiny", str(tmp_path / "data"))
+    assert plan["data_fingerprint"] == tiny.fingerprint()
+    edited = str(tmp_path / "edited")
+    shutil.copytree(tiny.path, edited)
+    labels = np.memmap(os.path.join(edited, "train", "label.bin"), dtype="<f4", mode="r+")
+    labels[:50] = 1.0 - labels[:50]
+    labels.flush()
+    del labels
+    monkeypatch.setitem(SCALING_PRESETS, "edited", dataclasses.replace(preset, data=edited))
+    with pytest.raises(UserError, match="holds a sweep on other data"):
+        scaling.run_scaling(out, preset="edited", distill=True, data_dir=str(tmp_path / "data"), n_boot=5)
+    # a sweep from before plans recorded their data is read back, with a notice naming the assumption
+    with open(os.path.join(out, "plan.json")) as f:
+        legacy = {k: v for k, v in json.load(f).items() if k != "data_fingerprint"}
+    with open(os.path.join(out, "plan.json"), "w") as f:
+        json.dump(legacy, f)
+    capsys.readouterr()
+    scaling.run_scaling(out, preset="test", distill=True, data_dir=str(tmp_path / "data"), n_boot=5)
+    assert "stored before sweeps recorded their data" in capsys.readouterr().out
     md = scaling.render_report(out)
     assert "loss(N)" in md and "scaling.png" in md and os.path.exists(os.path.join(out, "report.md"))
     # an unfinished sweep: `suan report` shows the finished runs and what is left, without fits
@@ -389,3 +413,44 @@ def test_scaling_grid_on_worker_processes_matches_one_process(tmp_path, monkeypa
     assert [r["test"]["logloss"] for r in again["runs"]] == [r["test"]["logloss"] for r in two["runs"]]
     with pytest.raises(ValueError, match="jobs"):
         scaling.run_scaling(str(tmp_path / "three"), preset="jobs", jobs=0)
+
+
+def test_compare_keys_stored_runs_by_the_contents_they_trained_on(tmp_path, capsys):
+    """A stored run is read back for the same data under another name or folder and refused for
+    other data under the same settings (results once did not record their data, so a comparison on
+    other data with the same settings read them back as its own); a result from before
+    fingerprints is read back with a notice naming the assumption."""
+    import shutil
+
+    from suan.data.store import Store
+    from suan.train import open_data
+
+    kw = dict(models=["dnn"], seeds=[0], data_dir=str(tmp_path / "data"), max_len=8, lr_grid=(3e-3,))
+    out = str(tmp_path / "c")
+    first = run_compare("synthetic:tiny", out, **kw)
+    (result,) = glob.glob(os.path.join(out, "results", "*.json"))
+    stored = json.load(open(result))
+    tiny = open_data("synthetic:tiny", kw["data_dir"])
+    assert stored["data_fingerprint"] == tiny.fingerprint() and stored["config"]["data"] == "synthetic:tiny"
+    mtime = os.path.getmtime(result)
+    moved = str(tmp_path / "moved")
+    shutil.copytree(tiny.path, moved)
+    again = run_compare(moved, out, **kw)  # the same contents named by their folder: read back
+    assert os.path.getmtime(result) == mtime and again["models"]["dnn"]["auc"] == first["models"]["dnn"]["auc"]
+    labels = np.memmap(os.path.join(moved, "train", "label.bin"), dtype="<f4", mode="r+")
+    labels[:50] = 1.0 - labels[:50]
+    labels.flush()
+    del labels
+    assert Store(moved).fingerprint() != tiny.fingerprint()
+    with pytest.raises(UserError, match="another data_fingerprint"):
+        run_compare(moved, out, **kw)
+    assert os.path.getmtime(result) == mtime
+    # a result written before runs recorded their data
+    legacy = {k: v for k, v in stored.items() if k != "data_fingerprint"}
+    legacy["config"] = {**stored["config"], "data": "synthetic:demo"}  # what such results said
+    with open(result, "w") as f:
+        json.dump(legacy, f)
+    capsys.readouterr()
+    old = run_compare("synthetic:tiny", out, **kw)
+    assert "written before run results recorded the data" in capsys.readouterr().out
+    assert old["models"]["dnn"]["auc"] == first["models"]["dnn"]["auc"]

@@ -301,3 +301,41 @@ def test_cpu_bf16_autocasts_the_step_on_cpu(tmp_path, store):
     result = trainer.finish()
     assert result["config"]["cpu_bf16"] is True
     assert trainer.history["train"] and all(torch.isfinite(torch.tensor(r["loss"])) for r in trainer.history["train"])
+
+
+def _copy_store(store, path, flip_label: bool = False):
+    """A copy of ``store``'s folder at ``path``; ``flip_label`` flips the first training label."""
+    import shutil
+
+    import numpy as np
+
+    from suan.data.store import Store
+
+    shutil.copytree(store.path, path)
+    if flip_label:
+        labels = np.memmap(os.path.join(path, "train", "label.bin"), dtype="<f4", mode="r+")
+        labels[0] = 1.0 - labels[0]
+        labels.flush()
+        del labels
+    return Store(str(path))
+
+
+def test_store_fingerprint_is_its_contents_not_its_place(tmp_path, store):
+    same = _copy_store(store, tmp_path / "moved")
+    other = _copy_store(store, tmp_path / "edited", flip_label=True)
+    assert same.fingerprint() == store.fingerprint() and len(store.fingerprint()) == 32
+    assert other.fingerprint() != store.fingerprint()
+
+
+def test_a_resume_refuses_a_checkpoint_trained_on_other_data(tmp_path, store):
+    """The checkpoint records the data's fingerprint: the same contents resume from another folder;
+    other contents under the same settings (and data spec) are refused, not continued."""
+    from suan.errors import UserError
+
+    cfg = _cfg(tmp_path, epochs=1, max_steps=3, batch_size=64, resume=True)
+    Trainer(cfg, store).fit()
+    assert torch.load(os.path.join(cfg.out_dir, "checkpoint.pt"), weights_only=False)["data_fingerprint"] == \
+        store.fingerprint()
+    with pytest.raises(UserError, match="trained on other data"):
+        Trainer(cfg, _copy_store(store, tmp_path / "edited", flip_label=True))
+    assert Trainer(cfg, _copy_store(store, tmp_path / "moved")).step == 3
