@@ -128,8 +128,9 @@ def _one_grade_up(grade: str) -> str:
 # steps, so a hard kill loses at most that much of a run that may take an hour.
 CHECKPOINT_EVERY = 300
 # How a run is carried out, not what it computes: a stored result is this configuration's whatever
-# these were (results written before runs resumed say resume=False, checkpoint_every=0).
-_RUN_MECHANICS = ("resume", "checkpoint_every", "progress")
+# these were (results written before runs resumed say resume=False, checkpoint_every=0; a folder
+# moved or copied elsewhere holds the same runs).
+_RUN_MECHANICS = ("resume", "checkpoint_every", "progress", "out_dir")
 # Where the data was named or found, not what it is: a stored result is keyed by the contents it
 # trained on (``data_fingerprint``). Results written before that recorded ``data`` as the config's
 # default, whatever the comparison's data was, since the comparison passes its own store.
@@ -199,7 +200,8 @@ def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: 
 
     result, _ = cached_json(path, run, expect={"data_fingerprint": fingerprint,
                                                "config": _result_identity(cfg.to_dict())}, upgrade=upgrade)
-    return result
+    # this folder's copy of the run's weights (the stored path is where it was trained)
+    return {**result, "checkpoint": os.path.join(run_dir, "checkpoint.pt")}
 
 
 def _inference_ms(run: dict, store, max_len: int, K: int = 100) -> Optional[float]:

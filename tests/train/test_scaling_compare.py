@@ -437,6 +437,13 @@ def test_compare_keys_stored_runs_by_the_contents_they_trained_on(tmp_path, caps
     shutil.copytree(tiny.path, moved)
     again = run_compare(moved, out, **kw)  # the same contents named by their folder: read back
     assert os.path.getmtime(result) == mtime and again["models"]["dnn"]["auc"] == first["models"]["dnn"]["auc"]
+    copied = str(tmp_path / "copied")  # the comparison's folder copied elsewhere holds the same runs
+    shutil.copytree(out, copied)
+    there = run_compare("synthetic:tiny", copied, **kw)
+    (copy_result,) = glob.glob(os.path.join(copied, "results", "*.json"))
+    assert os.path.getmtime(copy_result) == os.path.getmtime(result)
+    assert there["models"]["dnn"]["auc"] == first["models"]["dnn"]["auc"]
+    assert there["models"]["dnn"]["inference_ms_k100"] > 0  # from the copy's own checkpoint
     labels = np.memmap(os.path.join(moved, "train", "label.bin"), dtype="<f4", mode="r+")
     labels[:50] = 1.0 - labels[:50]
     labels.flush()
