@@ -416,6 +416,7 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
         try:
             with open(plan_path) as f:
                 before = json.load(f)
+            before = before if isinstance(before, dict) else {}
             if all(before.get(k) == v for k, v in plan.items()):
                 started = before.get("started", started)
         except (OSError, ValueError):
