@@ -182,8 +182,10 @@ def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: 
             print(f"  {os.path.basename(run_dir)}: its checkpoint was written with other settings "
                   f"({'; '.join(diffs)}); kept as {os.path.basename(kept)}, training afresh", flush=True)
         res = train(cfg, store)
+        # CPU float sums depend on the thread count, so a run repeats bit for bit only under the same
+        # count (--jobs N: one per run; --jobs 1: torch's default); recorded, not part of the key
         return {"name": name, "lr": lr, "seed": seed, "train_samples": train_samples, "which": key,
-                "data_fingerprint": fingerprint, "config": cfg.to_dict(), "test": res["test"][key],
+                "torch_threads": torch.get_num_threads(), "data_fingerprint": fingerprint, "config": cfg.to_dict(), "test": res["test"][key],
                 "valid": res["valid"][-1][key] if res["valid"] else {},
                 "best_epoch": res["best_epoch"], "best_valid_auc": res["best_valid_auc"],
                 "epochs_trained": res["epochs_trained"], "params": res["params"][key],

@@ -432,6 +432,7 @@ def test_compare_keys_stored_runs_by_the_contents_they_trained_on(tmp_path, caps
     stored = json.load(open(result))
     tiny = open_data("synthetic:tiny", kw["data_dir"])
     assert stored["data_fingerprint"] == tiny.fingerprint() and stored["config"]["data"] == "synthetic:tiny"
+    assert stored["torch_threads"] >= 1
     mtime = os.path.getmtime(result)
     moved = str(tmp_path / "moved")
     shutil.copytree(tiny.path, moved)
