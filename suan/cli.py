@@ -178,7 +178,7 @@ def cmd_scaling(args) -> int:
     from .scaling import render_report, run_scaling
 
     run_scaling(args.out, preset=args.preset, distill=args.distill, data=args.data, data_dir=args.data_dir,
-                progress=args.progress, n_boot=args.bootstrap, jobs=args.jobs)
+                progress=args.progress, n_boot=args.bootstrap, jobs=args.jobs, threads=args.threads)
     render_report(args.out)
     print(f"report: {os.path.join(args.out, 'report.md')}")
     return 0
@@ -205,7 +205,8 @@ def cmd_compare(args) -> int:
     run_compare(args.data, args.out, models=args.models, preset=args.preset, seeds=args.seeds,
                 data_dir=args.data_dir, progress=args.progress, epochs=args.epochs, grade=args.grade,
                 max_len=args.max_len, batch_size=args.batch_size, early_stopping=args.early_stopping,
-                dropout=args.dropout, jobs=args.jobs, lr_grid=tuple(args.lr_grid) if args.lr_grid else None)
+                dropout=args.dropout, jobs=args.jobs, threads=args.threads,
+                lr_grid=tuple(args.lr_grid) if args.lr_grid else None)
     return 0
 
 
@@ -218,7 +219,8 @@ def cmd_distill_study(args) -> int:
     run_distill_study(args.out, preset=args.preset, data=args.data, students=args.students,
                       teacher_steps=args.teacher_steps, seeds=args.seeds, lambdas=args.lambdas,
                       temperatures=args.temperatures, data_dir=args.data_dir,
-                      progress=args.progress, jobs=args.jobs, references_only=args.references_only)
+                      progress=args.progress, jobs=args.jobs, references_only=args.references_only,
+                      threads=args.threads)
     return 0
 
 
@@ -285,6 +287,11 @@ def cmd_score(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# CPU float sums depend on the thread count: the committed tables name the count they ran at
+_THREADS_HELP = ("torch threads per run (default: 1 with --jobs > 1, torch's own count with --jobs 1); "
+                 "a run repeats bit for bit only at the same count")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .compare import all_models
     from .defaults import COMPARE_PRESETS, DATA_PRESETS, DEMO, DISTILL_STUDY_PRESETS, SCALING_PRESETS
@@ -325,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals")
     scl.add_argument("--progress", action="store_true")
     scl.add_argument("--jobs", type=int, default=1,
-                     help="grid runs trained at a time, one thread each, the longest first (default 1)")
+                     help="grid runs trained at a time, in worker processes, the longest first (default 1)")
+    scl.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
     scl.set_defaults(func=cmd_scaling)
 
     rep = sub.add_parser("report", help="render DIR/report.md from a scaling sweep (progress.md while it runs), "
@@ -348,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--lr-grid", type=float, nargs="+", default=None)
     cp.add_argument("--early-stopping", type=int, default=None, help="patience in epochs on valid AUC (0: off)")
     cp.add_argument("--dropout", type=float, default=None)
-    cp.add_argument("--jobs", type=int, default=1, help="runs trained at a time, one thread each (default 1)")
+    cp.add_argument("--jobs", type=int, default=1, help="runs trained at a time, in worker processes (default 1)")
+    cp.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
     cp.add_argument("--data-dir", default=None)
     cp.add_argument("--progress", action="store_true")
     cp.add_argument("--out", default="runs/compare")
@@ -364,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     dst.add_argument("--seeds", type=int, nargs="+", default=None)
     dst.add_argument("--lambdas", type=float, nargs="+", default=None, help="the lambda grid (default: the preset's)")
     dst.add_argument("--temperatures", type=float, nargs="+", default=None, help="the T grid (default: the preset's)")
-    dst.add_argument("--jobs", type=int, default=1, help="runs trained at a time, one thread each (default 1)")
+    dst.add_argument("--jobs", type=int, default=1, help="runs trained at a time, in worker processes (default 1)")
+    dst.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
     dst.add_argument("--references-only", action="store_true",
                      help="train only LightSUAN alone and SUAN one grade up on every seed (OUT/references.md); "
                           "the full study on the same --out later reuses them")

@@ -37,7 +37,7 @@ from .metrics import ctr_metrics
 from .registry import get_model, model_names
 from .rundir import RunLock
 from .train import TrainConfig, checkpoint_differences, open_data, short_run, train, with_settings_added_since
-from .workers import check_jobs, run_in_processes
+from .workers import check_jobs, check_threads, run_in_processes, torch_threads, worker_threads
 
 RECIPES = ("lightsuan-distilled",)  # training recipes compared beside the registered models
 
@@ -183,7 +183,7 @@ def _run_one(name: str, store, p: ComparePreset, lr: float, seed: int, out_dir: 
                   f"({'; '.join(diffs)}); kept as {os.path.basename(kept)}, training afresh", flush=True)
         res = train(cfg, store)
         # CPU float sums depend on the thread count, so a run repeats bit for bit only under the same
-        # count (--jobs N: one per run; --jobs 1: torch's default); recorded, not part of the key
+        # count (--threads; default --jobs N: one per run, --jobs 1: torch's); recorded, not part of the key
         return {"name": name, "lr": lr, "seed": seed, "train_samples": train_samples, "which": key,
                 "torch_threads": torch.get_num_threads(), "data_fingerprint": fingerprint, "config": cfg.to_dict(), "test": res["test"][key],
                 "valid": res["valid"][-1][key] if res["valid"] else {},
@@ -294,10 +294,12 @@ def default_preset(data: Optional[str]) -> str:
 def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str]] = None,
                 preset: Optional[str] = None,
                 seeds: Optional[Sequence[int]] = None, data_dir: Optional[str] = None, progress: bool = False,
-                jobs: int = 1, **overrides) -> dict:
+                jobs: int = 1, threads: Optional[int] = None, **overrides) -> dict:
     """The comparison of the module docstring; ``jobs`` > 1 trains that many runs at a time in
-    worker processes (one thread each)."""
+    worker processes. ``threads``: torch threads per run (default: one in a worker, torch's own
+    count with one job); a run repeats bit for bit only under the same count."""
     check_jobs(jobs)
+    check_threads(threads)
     preset = preset or default_preset(data)
     p = dataclasses.replace(choose_preset(COMPARE_PRESETS, preset, "preset"),
                             **{k: v for k, v in overrides.items() if v is not None})
@@ -310,7 +312,7 @@ def run_compare(data: Optional[str], out_dir: str, models: Optional[Sequence[str
     if seeds:
         p = dataclasses.replace(p, seeds=tuple(seeds))
     with RunLock(out_dir, "out"):
-        return _run_compare(p, preset, out_dir, data_dir, progress, jobs)
+        return _run_compare(p, preset, out_dir, data_dir, progress, jobs, threads)
 
 
 def render_runs_progress(out_dir: str) -> str:
@@ -350,23 +352,26 @@ def render_runs_progress(out_dir: str) -> str:
 
 
 def _worker_run(args) -> dict:
-    """A run in a worker process (``jobs > 1``): one thread, the store opened from its spec."""
-    name, p, lr, seed, out_dir, data_dir, tune_n = args
-    torch.set_num_threads(1)
+    """A run in a worker process (``jobs > 1``): one thread unless asked, the store opened from its spec."""
+    name, p, lr, seed, out_dir, data_dir, tune_n, threads = args
+    torch.set_num_threads(worker_threads(threads))
     store = open_data(p.data, data_dir, 0)
     return _run_one(name, store, p, lr, seed, out_dir, False, tune_n)
 
 
-def _run_all(tasks, store, p, out_dir, data_dir, progress, jobs) -> list:
-    """Runs of ``tasks`` [(name, lr, seed, train_samples)], in order, or on ``jobs`` processes."""
+def _run_all(tasks, store, p, out_dir, data_dir, progress, jobs, threads: Optional[int] = None) -> list:
+    """Runs of ``tasks`` [(name, lr, seed, train_samples)], in order, or on ``jobs`` processes;
+    ``threads`` torch threads each (None: torch's count in this process, one in a worker)."""
     if jobs <= 1:
-        return [_run_one(n, store, p, lr, seed, out_dir, progress, ts) for n, lr, seed, ts in tasks]
-    return run_in_processes(_worker_run, [(n, p, lr, seed, out_dir, data_dir, ts) for n, lr, seed, ts in tasks],
+        with torch_threads(threads):
+            return [_run_one(n, store, p, lr, seed, out_dir, progress, ts) for n, lr, seed, ts in tasks]
+    return run_in_processes(_worker_run, [(n, p, lr, seed, out_dir, data_dir, ts, threads)
+                                          for n, lr, seed, ts in tasks],
                             jobs, os.path.join(out_dir, "results"))
 
 
 def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional[str], progress: bool,
-                 jobs: int = 1) -> dict:
+                 jobs: int = 1, threads: Optional[int] = None) -> dict:
     t0 = time.perf_counter()
     store = open_data(p.data, data_dir, 0)
     n_train = len(store.split("train"))
@@ -375,7 +380,8 @@ def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional
           f"{store.info.get('history_rule', 'unrecorded')}); grade {p.grade}, up to {p.epochs} epoch(s)"
           f"{f', early stopping after {p.early_stopping}' if p.early_stopping else ''}, batch {p.batch_size}, "
           f"L={p.max_len}, lr grid {list(p.lr_grid)}, seeds {list(p.seeds)}"
-          f"{f', {jobs} worker processes' if jobs > 1 else ''}", flush=True)
+          f"{f', {jobs} worker processes' if jobs > 1 else ''}"
+          f", {threads or (1 if jobs > 1 else torch.get_num_threads())} torch thread(s) per run", flush=True)
     seed0 = p.seeds[0]
     # phase 1: the learning-rate grid on seed 0's validation AUC (the test split is never looked at);
     # a model whose best rate is at an edge of the grid gets the next rate beyond it (x3 or /3), up
@@ -392,7 +398,7 @@ def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional
         pending = [(name, lr) for name in p.models for lr in grids[name]]
         for round_ in range(p.grid_extensions + 1):
             tasks = [(name, lr, seed0, tune_n) for name, lr in pending]
-            for (name, lr, _, _), r in zip(tasks, _run_all(tasks, store, p, out_dir, data_dir, progress, jobs)):
+            for (name, lr, _, _), r in zip(tasks, _run_all(tasks, store, p, out_dir, data_dir, progress, jobs, threads)):
                 tuned[(name, lr)] = r
                 print(f"  {name} lr={lr:g} (tuning, seed {seed0}{f', {tune_n:,} samples' if tune_n else ''}): "
                       f"valid auc {valid_auc(name, lr):.4f} (best epoch {r['best_epoch']})", flush=True)
@@ -422,7 +428,7 @@ def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional
                 runs[name][seed] = tuned[(name, best_lr[name])]
             else:
                 tasks.append((name, best_lr[name], seed, None))
-    for (name, _, seed, _), r in zip(tasks, _run_all(tasks, store, p, out_dir, data_dir, progress, jobs)):
+    for (name, _, seed, _), r in zip(tasks, _run_all(tasks, store, p, out_dir, data_dir, progress, jobs, threads)):
         runs[name][seed] = r
     results: Dict[str, dict] = {}
     for name in p.models:

@@ -29,7 +29,7 @@ from .defaults import DISTILL_STUDY_PRESETS, DistillStudyPreset, preset as choos
 from .io import write_json, write_text
 from .rundir import RunLock
 from .train import open_data
-from .workers import check_jobs
+from .workers import check_jobs, check_threads
 
 
 def _short(grade: str) -> str:
@@ -55,9 +55,12 @@ def run_distill_study(out_dir: str, preset: str = "smoke", data: Optional[str] =
                       students: Optional[Sequence[str]] = None, teacher_steps: Optional[Sequence[int]] = None,
                       seeds: Optional[Sequence[int]] = None, lambdas: Optional[Sequence[float]] = None,
                       temperatures: Optional[Sequence[float]] = None, data_dir: Optional[str] = None,
-                      progress: bool = False, jobs: int = 1, references_only: bool = False) -> dict:
-    """The study of the module docstring; ``jobs`` > 1 trains that many runs at a time."""
+                      progress: bool = False, jobs: int = 1, references_only: bool = False,
+                      threads: Optional[int] = None) -> dict:
+    """The study of the module docstring; ``jobs`` > 1 trains that many runs at a time, ``threads``
+    torch threads each (default: one in a worker, torch's own count with one job)."""
     check_jobs(jobs)
+    check_threads(threads)
     sp: DistillStudyPreset = choose_preset(DISTILL_STUDY_PRESETS, preset, "preset")
     cp = sp.compare
     if data:
@@ -78,11 +81,11 @@ def run_distill_study(out_dir: str, preset: str = "smoke", data: Optional[str] =
     if len(cp.lr_grid) != 1:
         raise ValueError("preset: a distillation study trains every run at one learning rate")
     with RunLock(out_dir, "out"):
-        return _run_study(sp, cp, preset, out_dir, data_dir, progress, jobs, references_only)
+        return _run_study(sp, cp, preset, out_dir, data_dir, progress, jobs, references_only, threads)
 
 
 def _run_study(sp: DistillStudyPreset, cp, preset: str, out_dir: str, data_dir: Optional[str], progress: bool,
-               jobs: int, references_only: bool = False) -> dict:
+               jobs: int, references_only: bool = False, threads: Optional[int] = None) -> dict:
     t0 = time.perf_counter()
     store = open_data(cp.data, data_dir, 0)
     lr, seed0 = cp.lr_grid[0], cp.seeds[0]
@@ -101,7 +104,7 @@ def _run_study(sp: DistillStudyPreset, cp, preset: str, out_dir: str, data_dir: 
 
     def run(entries: Sequence[str], seeds: Sequence[int]) -> Dict[Tuple[str, int], dict]:
         tasks = [(e, lr, s, None) for e in entries for s in seeds]
-        done = _run_all(tasks, store, cp, out_dir, data_dir, progress, jobs)
+        done = _run_all(tasks, store, cp, out_dir, data_dir, progress, jobs, threads)
         return {(e, s): r for (e, _, s, _), r in zip(tasks, done)}
 
     def entry(kind: str, grade: str) -> str:  # the comparison's name for it, so its runs are reused

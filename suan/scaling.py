@@ -31,7 +31,7 @@ from .config import GRADE_BY_NAME, get_grade
 from .rundir import RunLock
 from .errors import UserError
 from .io import save_figure, write_json, write_text
-from .workers import check_jobs, run_in_processes
+from .workers import check_jobs, check_threads, run_in_processes, torch_threads, worker_threads
 from .plotting import INSTALL_HINT, pyplot
 from .defaults import SCALING_PRESETS, ScalingPreset, preset as choose_preset
 
@@ -348,17 +348,20 @@ def choose_learning_rates(store, p: ScalingPreset, out_dir: str, sizes: Sequence
 
 
 def run_scaling(out_dir: str, preset: str = "smoke", distill: bool = False, data: Optional[str] = None,
-                data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200, jobs: int = 1) -> dict:
+                data_dir: Optional[str] = None, progress: bool = False, n_boot: int = 200, jobs: int = 1,
+                threads: Optional[int] = None) -> dict:
     """The sweep (resumable: finished runs are kept and skipped). ``jobs`` > 1 trains that many grid
-    runs at a time, each in a process of its own with one thread, the longest first."""
+    runs at a time, each in a process of its own with one thread (``threads`` to change it), the
+    longest first."""
     check_jobs(jobs)
+    check_threads(threads)
     p = choose_preset(SCALING_PRESETS, preset, "preset")
     if data:
         p = dataclasses.replace(p, data=data)
     for g in list(p.grades) + list(p.distill_teachers) + [p.student_grade]:
         get_grade(g)
-    with RunLock(out_dir, "out"):
-        return _run_scaling(p, preset, out_dir, distill, data_dir, progress, n_boot, jobs)
+    with RunLock(out_dir, "out"), torch_threads(threads):  # this process's runs; a worker sets its own
+        return _run_scaling(p, preset, out_dir, distill, data_dir, progress, n_boot, jobs, threads)
 
 
 def _grid_run(store, p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float, tuning: bool,
@@ -378,13 +381,13 @@ def _grid_path(p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float)
 
 
 def _grid_worker(args) -> Tuple[dict, bool]:
-    """A grid run in a worker process (``jobs`` > 1): one thread, the store opened from its spec."""
+    """A grid run in a worker process (``jobs`` > 1): one thread unless asked, the store opened from its spec."""
     import torch
 
     from .train import open_data
 
-    p, out_dir, data_dir, grade, size, lr, tuning = args
-    torch.set_num_threads(1)
+    p, out_dir, data_dir, threads, grade, size, lr, tuning = args
+    torch.set_num_threads(worker_threads(threads))
     return _grid_run(open_data(p.data, data_dir, 0), p, out_dir, grade, size, lr, tuning, False)
 
 
@@ -395,7 +398,7 @@ def _stored_run(p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float
 
 
 def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, data_dir: Optional[str], progress: bool,
-                 n_boot: int, jobs: int = 1) -> dict:
+                 n_boot: int, jobs: int = 1, threads: Optional[int] = None) -> dict:
     from .train import open_data
 
     t0 = time.perf_counter()
@@ -467,7 +470,7 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
                 i = order[k]
                 say(grid[i][0], grid[i][1], result[0], result[1])
 
-            tasks = [(p, out_dir, data_dir, *grid[i]) for i in order]
+            tasks = [(p, out_dir, data_dir, threads, *grid[i]) for i in order]
             for i, (r, _) in zip(order, run_in_processes(_grid_worker, tasks, min(jobs, len(order)),
                                                          os.path.join(out_dir, "runs"), on_result=done)):
                 runs[i] = r

@@ -1,15 +1,16 @@
 """Independent training runs on several processes (``suan compare --jobs``, ``suan scaling --jobs``).
 
-Each run is a task for a fresh ("spawn") worker process with one thread; the parent keeps the
-results in task order. A SIGTERM to the parent alone (a scheduler, ``kill``) reaches the workers
-too: each running one saves its run's checkpoint and stops, tasks not started yet do not start,
-and the parent waits for them and raises ``Interrupted`` instead of leaving them running on their
-own.
+Each run is a task for a fresh ("spawn") worker process with one thread (``--threads`` changes
+it); the parent keeps the results in task order. A SIGTERM to the parent alone (a scheduler,
+``kill``) reaches the workers too: each running one saves its run's checkpoint and stops, tasks not
+started yet do not start, and the parent waits for them and raises ``Interrupted`` instead of
+leaving them running on their own.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from .errors import Interrupted
 
@@ -33,6 +34,35 @@ def check_jobs(jobs) -> None:
     """``jobs`` (runs trained at a time) must be an int >= 1."""
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs: must be an int >= 1, got {jobs!r}")
+
+
+def check_threads(threads) -> None:
+    """``threads`` (torch threads per run) must be None or an int >= 1."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads: must be an int >= 1 (torch threads per run), got {threads!r}")
+
+
+def worker_threads(threads: Optional[int]) -> int:
+    """The torch thread count of a run in a worker process: ``threads``, else one (the ``jobs``
+    workers share the machine's cores)."""
+    return threads or 1
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` inside (None: left as it is), restored
+    after. CPU float sums depend on the count, so a run repeats bit for bit only under the same
+    one: ``threads=1`` makes a one-job run repeat a ``jobs > 1`` one (one thread each)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(before)
 
 
 def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, out_dir: str,

@@ -35,8 +35,8 @@ def test_distill_study_flags_reach_the_study(monkeypatch):
     seen = {}
     monkeypatch.setattr(suan.distill_study, "run_distill_study", lambda out, **kw: seen.update(out=out, **kw))
     assert main(["distill-study", "--preset", "ml100k", "--students", "g1", "--teacher-steps", "2",
-                 "--references-only", "--jobs", "2", "--out", "runs/x"]) == 0
+                 "--references-only", "--jobs", "2", "--threads", "1", "--out", "runs/x"]) == 0
     assert seen["out"] == "runs/x" and seen["references_only"] is True and seen["students"] == ["g1"]
-    assert seen["teacher_steps"] == [2] and seen["jobs"] == 2 and seen["preset"] == "ml100k"
+    assert seen["teacher_steps"] == [2] and seen["jobs"] == 2 and seen["threads"] == 1 and seen["preset"] == "ml100k"
     main(["distill-study", "--out", "runs/y"])
-    assert seen["references_only"] is False
+    assert seen["references_only"] is False and seen["threads"] is None

@@ -198,3 +198,12 @@ def test_report_on_a_folder_of_nothing_it_knows(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert str(tmp_path) in err and "results/" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- jobs and threads
+@pytest.mark.parametrize("command", [["compare"], ["distill-study"], ["scaling"]])
+@pytest.mark.parametrize("flag,value", [("--jobs", "0"), ("--threads", "0"), ("--threads", "-2")])
+def test_jobs_and_threads_errors(tmp_path, capsys, command, flag, value):
+    code = main([*command, "--out", str(tmp_path / "o"), flag, value])
+    _one_line_error(capsys, code, flag.lstrip("-"), ">= 1", value)
+    assert not (tmp_path / "o").exists()

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from suan import scaling
 from suan.compare import run_compare
@@ -462,3 +463,24 @@ def test_compare_keys_stored_runs_by_the_contents_they_trained_on(tmp_path, caps
     old = run_compare("synthetic:tiny", out, **kw)
     assert "written before run results recorded the data" in capsys.readouterr().out
     assert old["models"]["dnn"]["auc"] == first["models"]["dnn"]["auc"]
+
+
+def test_threads_make_a_one_job_run_repeat_a_worker_run(tmp_path):
+    """CPU float sums depend on torch's thread count, so a run repeats bit for bit only under the
+    same count: a worker (``jobs=2``) trains on one thread, and ``threads=1`` makes a one-job run
+    repeat it; the count is recorded in each result and this process's count is left as it was."""
+    kw = dict(models=["suan"], seeds=[0], data_dir=str(tmp_path / "data"), max_len=8, lr_grid=(3e-3,), grade="g0")
+    before = torch.get_num_threads()
+    workers = run_compare("synthetic:tiny", str(tmp_path / "w"), jobs=2, **kw)
+    one_job = run_compare("synthetic:tiny", str(tmp_path / "one"), jobs=1, threads=1, **kw)
+    assert torch.get_num_threads() == before
+    assert one_job["models"]["suan"]["auc"] == workers["models"]["suan"]["auc"]
+    assert one_job["models"]["suan"]["logloss"] == workers["models"]["suan"]["logloss"]
+    for out in ("w", "one"):
+        (result,) = glob.glob(str(tmp_path / out / "results" / "*.json"))
+        assert json.load(open(result))["torch_threads"] == 1
+    run_compare("synthetic:tiny", str(tmp_path / "two"), jobs=2, threads=2, **kw)
+    (result,) = glob.glob(str(tmp_path / "two" / "results" / "*.json"))
+    assert json.load(open(result))["torch_threads"] == 2
+    with pytest.raises(ValueError, match="threads"):
+        run_compare("synthetic:tiny", str(tmp_path / "bad"), threads=0, **kw)
