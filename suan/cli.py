@@ -262,18 +262,19 @@ def cmd_data(args) -> int:
 # serving
 # ----------------------------------------------------------------------------------------------
 def cmd_export(args) -> int:
-    from .serving import export_model, load_checkpoint_model
+    from .serving import export_model, load_checkpoint
 
     if os.path.isfile(args.out):
         raise UserError(f"out: {args.out} is a file; give a folder for the export (it is created)")
-    model = load_checkpoint_model(args.checkpoint, args.which)
+    model, source = load_checkpoint(args.checkpoint, args.which, args.weights)
+    source["checkpoint"] = os.path.abspath(args.checkpoint)
     example = None
     if args.try_torch_export:
         from .batch import random_batch
 
         b = random_batch(model.cfg.schema, 1, min(16, model.cfg.max_len), 4, min_len=4, seed=0)
         example = (b.sample(0), b.targets)
-    manifest = export_model(model, args.out, *(example or (None, None)), inputs=[args.checkpoint])
+    manifest = export_model(model, args.out, *(example or (None, None)), inputs=[args.checkpoint], source=source)
     print(json.dumps(manifest, indent=2))
     return 0
 
@@ -405,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", required=True)
     ex.add_argument("--out", required=True)
     ex.add_argument("--which", default=None, help="model | teacher | student (default: student if any)")
+    ex.add_argument("--weights", default="tested", choices=["tested", "last"],
+                    help="tested (default): the weights the run's test metrics came from (the best valid "
+                         "epoch's with early stopping); last: the last saved step's")
     ex.add_argument("--try-torch-export", action=argparse.BooleanOptionalAction, default=True)
     ex.set_defaults(func=cmd_export)
 

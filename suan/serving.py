@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from typing import IO, Optional
+from typing import IO, Optional, Tuple
 
 import numpy as np
 import torch
@@ -50,9 +50,25 @@ def _load_torch(path: str, what: str, weights_only: bool, hint: str):
                         f"it may be truncated or not a suan file: {hint}") from None
 
 
-def load_checkpoint_model(path: str, which: Optional[str] = None):
-    """A model from a training checkpoint (``which``: model | teacher | student)."""
+CHECKPOINT_WEIGHTS = ("tested", "last")
+
+
+def load_checkpoint(path: str, which: Optional[str] = None, weights: str = "tested") -> Tuple[torch.nn.Module, dict]:
+    """A model from a training checkpoint, and which weights it holds.
+
+    ``which``: model | teacher | student (default: the student if there is one). ``weights``:
+    ``"tested"`` (default) the weights the run's test metrics are computed with: the best valid
+    epoch's (so far) when the run restores them (``TrainConfig.restore_best``, the default with
+    early stopping), else the last; ``"last"`` the last saved step's (what a resume continues).
+    Exporting the last weights of an early-stopped run would serve a model up to ``early_stopping``
+    epochs past the one its reported AUC belongs to.
+
+    Returns ``(model, info)``: the model in eval mode on the CPU, ``info`` = ``{"weights": "best
+    valid epoch" | "last", "epoch": int, "step": int}``.
+    """
     hint = "expected a checkpoint.pt written by `suan train` / `suan distill`"
+    if weights not in CHECKPOINT_WEIGHTS:
+        raise ValueError(f"weights: {weights!r} is not one of {', '.join(CHECKPOINT_WEIGHTS)}")
     state = _load_torch(path, "checkpoint", False, hint)
     if not isinstance(state, dict) or not {"model_configs", "module", "config"} <= set(state):
         raise UserError(f"checkpoint: {path} is not a suan training checkpoint; {hint}")
@@ -61,28 +77,42 @@ def load_checkpoint_model(path: str, which: Optional[str] = None):
         which = "student" if "student" in configs else "model"
     if which not in configs:
         raise ValueError(f"which: {which!r} not in the checkpoint ({sorted(configs)})")
+    best = state.get("best") or {}
+    restores = state["config"].get("restore_best", True)
+    if weights == "tested" and restores and best.get("state") is not None:
+        module, info = best["state"], {"weights": "best valid epoch", "epoch": best.get("epoch"),
+                                       "selected_on": state["config"].get("select_on", "auc")}
+    else:
+        module, info = state["module"], {"weights": "last", "epoch": state.get("epoch"), "step": state.get("step")}
     cfg = ModelConfig.from_dict(configs[which])
     prefix = "" if which == "model" else f"{which}."
     kind = state["config"]["model"] if which != "teacher" else "suan"
     from .registry import get_model
 
     model = get_model(kind).cls(cfg)
-    sd = {k[len(prefix):]: v for k, v in state["module"].items() if k.startswith(prefix)}
+    sd = {k[len(prefix):]: v for k, v in module.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
         raise UserError(f"checkpoint: {path}: the weights of {which!r} do not fit its config "
                         f"({str(e).splitlines()[0][:160]})") from None
-    return model.eval()
+    return model.eval(), {"which": which, **info}
+
+
+def load_checkpoint_model(path: str, which: Optional[str] = None, weights: str = "tested"):
+    """The model of ``load_checkpoint`` (``weights="tested"``: the weights the run's test metrics
+    are computed with)."""
+    return load_checkpoint(path, which, weights)[0]
 
 
 EXPORT_FILES = ("model.pt", "config.json", "program.pt2", "export.json")
 
 
 def export_model(model, out_dir: str, example_history: Optional[dict] = None, example_candidates=None,
-                 inputs=()) -> dict:
+                 inputs=(), source: Optional[dict] = None) -> dict:
     """Write the export folder (each file atomically). ``inputs``: paths the export must not
-    overwrite (the checkpoint it came from)."""
+    overwrite (the checkpoint it came from); ``source``: where the weights came from (the ``info``
+    of ``load_checkpoint``), recorded in export.json."""
     prepare_out_dir(out_dir, "out")
     for name in EXPORT_FILES:
         refuse_overwriting_input(os.path.join(out_dir, name), inputs, "out")
@@ -90,6 +120,8 @@ def export_model(model, out_dir: str, example_history: Optional[dict] = None, ex
     save_torch(model.state_dict(), os.path.join(out_dir, "model.pt"))
     write_json(os.path.join(out_dir, "config.json"), {"kind": kind, "config": model.cfg.to_dict()})
     manifest = {"kind": kind, "files": ["model.pt", "config.json"], "torch_export": "not attempted"}
+    if source is not None:
+        manifest["source"] = source
     if example_history is not None and example_candidates is not None:
         try:
             from .batch import collate

@@ -154,6 +154,7 @@ def test_cli_distill_export_and_score(tmp_path, store):
     assert r.returncode == 0, r.stderr
     manifest = json.loads((exp / "export.json").read_text())
     assert manifest["kind"] == "LightSUAN" and "torch_export" in manifest
+    assert manifest["source"]["weights"] == "best valid epoch" and manifest["source"]["which"] == "student"
     from suan.serving import load_checkpoint_model, load_exported
 
     model = load_exported(str(exp))
@@ -339,3 +340,37 @@ def test_a_resume_refuses_a_checkpoint_trained_on_other_data(tmp_path, store):
     with pytest.raises(UserError, match="trained on other data"):
         Trainer(cfg, _copy_store(store, tmp_path / "edited", flip_label=True))
     assert Trainer(cfg, _copy_store(store, tmp_path / "moved")).step == 3
+
+
+def test_a_checkpoint_serves_the_weights_its_test_metrics_came_from(tmp_path, store):
+    """The test metrics of a run are the best valid epoch's weights (restore_best); loading or
+    exporting its checkpoint gives those weights, not the last epoch's (a model up to
+    ``early_stopping`` epochs past the reported one); ``weights="last"`` gives the last."""
+    import numpy as np
+
+    from suan.data.loader import iterate_split
+    from suan.metrics import ctr_metrics
+    from suan.serving import load_checkpoint
+
+    cfg = _cfg(tmp_path, epochs=3, lr=0.05, embedding_lr=0.05)
+    res = train(cfg, store)
+    ckpt = os.path.join(cfg.out_dir, "checkpoint.pt")
+    model, info = load_checkpoint(ckpt)
+    assert info == {"which": "model", "weights": "best valid epoch", "epoch": res["best_epoch"], "selected_on": "auc"}
+    logits, labels, users = [], [], []
+    with torch.no_grad():
+        for b in iterate_split(store, "test", cfg.eval_batch_size, cfg.max_len):
+            logits.append(model(b).numpy())
+            labels.append(b.labels.numpy())
+            users.append(b.user_ids.numpy())
+    got = ctr_metrics(np.concatenate(labels), np.concatenate(logits), np.concatenate(users))
+    assert got["auc"] == pytest.approx(res["test"]["model"]["auc"], abs=1e-6)
+    assert got["logloss"] == pytest.approx(res["test"]["model"]["logloss"], abs=1e-6)
+    state = torch.load(ckpt, weights_only=False)
+    last, last_info = load_checkpoint(ckpt, weights="last")
+    assert last_info["weights"] == "last" and last_info["epoch"] == 3
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state["best"]["state"][name])
+        assert torch.equal(last.state_dict()[name], state["module"][name])
+    with pytest.raises(ValueError, match="weights"):
+        load_checkpoint(ckpt, weights="best")
