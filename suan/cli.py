@@ -199,6 +199,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_signals(args) -> int:
+    from .signals import run_signals
+
+    run_signals(args.dir, models=args.models, data_dir=args.data_dir)
+    print(open(os.path.join(args.dir, "signals.md"), encoding="utf-8").read())
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import run_compare
 
@@ -363,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--progress", action="store_true")
     cp.add_argument("--out", default="runs/compare")
     cp.set_defaults(func=cmd_compare)
+
+    sg = sub.add_parser("signals", help="what a comparison's models leave on the table: their logit combined with "
+                                        "the item's and the user's click rate (fitted on valid, scored on test)")
+    sg.add_argument("dir", help="a `suan compare --out` folder")
+    sg.add_argument("--models", nargs="+", default=None, metavar="MODEL", help="its entries (default: all)")
+    sg.add_argument("--data-dir", default=None)
+    sg.set_defaults(func=cmd_signals)
 
     dst = sub.add_parser("distill-study", help="the distillation claim: distilled LightSUAN vs SUAN one grade up "
                                                "(lambda x T on validation, several seeds; resumable)")

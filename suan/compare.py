@@ -265,24 +265,33 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
     return out
 
 
+def click_rate_logits(store, key: str, split: str, strength: float = 5.0) -> np.ndarray:
+    """The logit of the training split's click rate of each ``split`` row's ``key`` (a column:
+    ``"target.item"``, ``"user"``), smoothed toward the global rate with ``strength`` pseudo-shows:
+    a score that uses no model. Shape [rows], float64."""
+    train_cols = store.split("train").columns
+    cols = store.split(split).columns
+    y = np.asarray(train_cols["label"], float)
+    prior = float(y.mean())
+    ids = np.asarray(train_cols[key], np.int64)
+    size = int(max(ids.max(initial=0), np.asarray(cols[key]).max(initial=0))) + 1
+    clicks = np.bincount(ids, weights=y, minlength=size)
+    shows = np.bincount(ids, minlength=size)
+    rate = (clicks + strength * prior) / (shows + strength)
+    score = rate[np.asarray(cols[key], np.int64)]
+    return np.log(np.clip(score, 1e-6, 1 - 1e-6) / np.clip(1 - score, 1e-6, 1))
+
+
+REFERENCE_SIGNALS = {"item click rate": "target.item", "user click rate": "user"}
+
+
 def reference_scores(store) -> Dict[str, dict]:
     """Test AUC / GAUC / LogLoss of two scores that use no model: the target item's and the user's
     click rate on the training split (smoothed toward the global rate)."""
-    train_cols = store.split("train").columns
     test_cols = store.split("test").columns
-    y = np.asarray(train_cols["label"], float)
-    prior, strength = float(y.mean()), 5.0
-    out = {}
-    for name, key in (("item click rate", "target.item"), ("user click rate", "user")):
-        ids = np.asarray(train_cols[key], np.int64)
-        size = int(max(ids.max(initial=0), np.asarray(test_cols[key]).max(initial=0))) + 1
-        clicks = np.bincount(ids, weights=y, minlength=size)
-        shows = np.bincount(ids, minlength=size)
-        rate = (clicks + strength * prior) / (shows + strength)
-        score = rate[np.asarray(test_cols[key], np.int64)]
-        logit = np.log(np.clip(score, 1e-6, 1 - 1e-6) / np.clip(1 - score, 1e-6, 1))
-        out[name] = ctr_metrics(np.asarray(test_cols["label"]), logit, np.asarray(test_cols["user"]))
-    return out
+    return {name: ctr_metrics(np.asarray(test_cols["label"]), click_rate_logits(store, key, "test"),
+                              np.asarray(test_cols["user"]))
+            for name, key in REFERENCE_SIGNALS.items()}
 
 
 def default_preset(data: Optional[str]) -> str:
