@@ -37,7 +37,7 @@ from .metrics import ctr_metrics
 from .registry import get_model, model_names
 from .rundir import RunLock
 from .train import TrainConfig, checkpoint_differences, open_data, short_run, train, with_settings_added_since
-from .workers import check_jobs, check_threads, run_in_processes, torch_threads, worker_threads
+from .workers import check_jobs, check_threads, run_in_processes, torch_threads
 
 RECIPES = ("lightsuan-distilled",)  # training recipes compared beside the registered models
 
@@ -361,9 +361,8 @@ def render_runs_progress(out_dir: str) -> str:
 
 
 def _worker_run(args) -> dict:
-    """A run in a worker process (``jobs > 1``): one thread unless asked, the store opened from its spec."""
-    name, p, lr, seed, out_dir, data_dir, tune_n, threads = args
-    torch.set_num_threads(worker_threads(threads))
+    """A run in a worker process (``jobs > 1``), the store opened from its spec."""
+    name, p, lr, seed, out_dir, data_dir, tune_n = args
     store = open_data(p.data, data_dir, 0)
     return _run_one(name, store, p, lr, seed, out_dir, False, tune_n)
 
@@ -374,9 +373,8 @@ def _run_all(tasks, store, p, out_dir, data_dir, progress, jobs, threads: Option
     if jobs <= 1:
         with torch_threads(threads):
             return [_run_one(n, store, p, lr, seed, out_dir, progress, ts) for n, lr, seed, ts in tasks]
-    return run_in_processes(_worker_run, [(n, p, lr, seed, out_dir, data_dir, ts, threads)
-                                          for n, lr, seed, ts in tasks],
-                            jobs, os.path.join(out_dir, "results"))
+    return run_in_processes(_worker_run, [(n, p, lr, seed, out_dir, data_dir, ts) for n, lr, seed, ts in tasks],
+                            jobs, os.path.join(out_dir, "results"), threads=threads)
 
 
 def _run_compare(p: ComparePreset, preset: str, out_dir: str, data_dir: Optional[str], progress: bool,

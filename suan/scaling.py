@@ -31,7 +31,7 @@ from .config import GRADE_BY_NAME, get_grade
 from .rundir import RunLock
 from .errors import UserError
 from .io import save_figure, write_json, write_text
-from .workers import check_jobs, check_threads, run_in_processes, torch_threads, worker_threads
+from .workers import check_jobs, check_threads, run_in_processes, torch_threads
 from .plotting import INSTALL_HINT, pyplot
 from .defaults import SCALING_PRESETS, ScalingPreset, preset as choose_preset
 
@@ -381,13 +381,10 @@ def _grid_path(p: ScalingPreset, out_dir: str, grade: str, size: int, lr: float)
 
 
 def _grid_worker(args) -> Tuple[dict, bool]:
-    """A grid run in a worker process (``jobs`` > 1): one thread unless asked, the store opened from its spec."""
-    import torch
-
+    """A grid run in a worker process (``jobs`` > 1), the store opened from its spec."""
     from .train import open_data
 
-    p, out_dir, data_dir, threads, grade, size, lr, tuning = args
-    torch.set_num_threads(worker_threads(threads))
+    p, out_dir, data_dir, grade, size, lr, tuning = args
     return _grid_run(open_data(p.data, data_dir, 0), p, out_dir, grade, size, lr, tuning, False)
 
 
@@ -470,9 +467,10 @@ def _run_scaling(p: ScalingPreset, preset: str, out_dir: str, distill: bool, dat
                 i = order[k]
                 say(grid[i][0], grid[i][1], result[0], result[1])
 
-            tasks = [(p, out_dir, data_dir, threads, *grid[i]) for i in order]
+            tasks = [(p, out_dir, data_dir, *grid[i]) for i in order]
             for i, (r, _) in zip(order, run_in_processes(_grid_worker, tasks, min(jobs, len(order)),
-                                                         os.path.join(out_dir, "runs"), on_result=done)):
+                                                         os.path.join(out_dir, "runs"), on_result=done,
+                                                         threads=threads)):
                 runs[i] = r
     curve = []
     if distill:

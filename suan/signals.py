@@ -58,16 +58,18 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-6, iters: int = 50
     return w
 
 
-def _predict(result: dict, ckpt: str, store, split: str) -> np.ndarray:
+def _predict(result: dict, ckpt: str, store, splits: Sequence[str]) -> Dict[str, np.ndarray]:
+    """The run's logits on each of ``splits``, with the weights its test metrics came from."""
     from .data.loader import iterate_split
     from .serving import load_checkpoint
 
     model, _ = load_checkpoint(ckpt, result["which"], "tested")
-    out = []
+    out = {}
     with torch.no_grad():
-        for b in iterate_split(store, split, 1024, result["config"]["max_len"]):
-            out.append(model(b).float().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+        for split in splits:
+            parts = [model(b).float().numpy() for b in iterate_split(store, split, 1024, result["config"]["max_len"])]
+            out[split] = np.concatenate(parts) if parts else np.zeros(0)
+    return out
 
 
 def _combined(store, columns: Dict[str, List[np.ndarray]]) -> dict:
@@ -86,7 +88,7 @@ def _combined(store, columns: Dict[str, List[np.ndarray]]) -> dict:
 
 def _run_signals(result: dict, ckpt: str, store, refs: Dict[str, Dict[str, np.ndarray]]) -> Dict[str, dict]:
     """Test metrics of each combination for one run."""
-    logits = {s: _predict(result, ckpt, store, s) for s in ("valid", "test")}
+    logits = _predict(result, ckpt, store, ("valid", "test"))
     return {name: _combined(store, {s: [logits[s]] + [refs[sig][s] for sig in signals] for s in logits})
             for name, signals in COMBINATIONS}
 

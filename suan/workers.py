@@ -17,9 +17,12 @@ from .errors import Interrupted
 _STOP = None  # in a worker: the parent's "stop" event (set on SIGTERM)
 
 
-def _init_worker(stop) -> None:
+def _init_worker(stop, threads: Optional[int]) -> None:
+    import torch
+
     global _STOP
     _STOP = stop
+    torch.set_num_threads(threads or 1)  # one by default: the jobs share the machine's cores
 
 
 def _call(worker: Callable, task):
@@ -42,12 +45,6 @@ def check_threads(threads) -> None:
         raise ValueError(f"threads: must be an int >= 1 (torch threads per run), got {threads!r}")
 
 
-def worker_threads(threads: Optional[int]) -> int:
-    """The torch thread count of a run in a worker process: ``threads``, else one (the ``jobs``
-    workers share the machine's cores)."""
-    return threads or 1
-
-
 @contextlib.contextmanager
 def torch_threads(threads: Optional[int]) -> Iterator[None]:
     """torch's intra-op thread count set to ``threads`` inside (None: left as it is), restored
@@ -66,10 +63,12 @@ def torch_threads(threads: Optional[int]) -> Iterator[None]:
 
 
 def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, out_dir: str,
-                     on_result: Optional[Callable[[int, object], None]] = None) -> List:
+                     on_result: Optional[Callable[[int, object], None]] = None,
+                     threads: Optional[int] = None) -> List:
     """``[worker(t) for t in tasks]`` on ``jobs`` worker processes (``worker`` a module-level
-    function, ``tasks`` picklable), in task order; ``on_result(i, result)`` as each finishes (in
-    the order they finish, on the pool's result thread: keep it short, e.g. a line printed)."""
+    function, ``tasks`` picklable), in task order, each worker on ``threads`` torch threads
+    (default one); ``on_result(i, result)`` as each finishes (in the order they finish, on the
+    pool's result thread: keep it short, e.g. a line printed)."""
     import multiprocessing
     import signal
     import threading
@@ -79,7 +78,7 @@ def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, out_dir: str,
     check_jobs(jobs)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(stop,)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(stop, threads)) as pool:
         futures = [pool.submit(_call, worker, t) for t in tasks]
         if on_result is not None:
             for i, f in enumerate(futures):
