@@ -236,13 +236,18 @@ def cmd_data(args) -> int:
     if args.data_command == "generate":
         import dataclasses as dc
 
+        from .data.store import open_or_build
         from .data.synthetic import generate
         from .defaults import DATA_PRESETS, preset
 
         cfg = dc.replace(preset(DATA_PRESETS, args.preset, "preset"), seed=args.seed)
         if args.users:
             cfg = dc.replace(cfg, num_users=args.users)
-        store = generate(args.out, cfg, progress=True)
+        if os.path.isdir(args.out) and os.listdir(args.out) and not os.path.exists(os.path.join(args.out, "schema.json")):
+            raise UserError(f"out: {args.out} is a folder that holds no suan dataset; choose a new or empty one")
+        # built aside and renamed into place: a dataset already there is replaced whole, never
+        # half-rewritten under a process reading it, and kept if the build fails
+        store = open_or_build(args.out, lambda tmp: generate(tmp, cfg, progress=True), usable=lambda _: False)
         print(json.dumps(store.describe(), indent=2, default=str))
         return 0
     if args.data_command == "build":

@@ -29,7 +29,7 @@ import numpy as np
 from ..config import FieldSpec, Schema
 from .real import BadRows, Interactions, IdMap, require_rows, build_store
 from .paths import cache_root
-from .store import Store
+from .store import Store, open_or_build
 
 WHEEL = "recbole==1.2.1"
 MEMBER_DIR = "recbole/dataset_example/ml-100k/"
@@ -223,6 +223,4 @@ def open_store(data_dir: Optional[str] = None, seed: int = 0, history_rule: str 
     if verify(folder):
         raise FileNotFoundError(f"movielens-100k is not in {folder}: run `suan data fetch movielens-100k` first")
     out = os.path.join(cache_root(data_dir), f"movielens-100k-ctr-v{PROTOCOL_VERSION}-{history_rule}")  # no negatives: seed-free
-    if os.path.exists(os.path.join(out, "schema.json")):
-        return Store(out)
-    return build_ctr(folder, out, seed=seed, history_rule=history_rule)
+    return open_or_build(out, lambda tmp: build_ctr(folder, tmp, seed=seed, history_rule=history_rule))

@@ -21,7 +21,7 @@ import os
 from typing import Optional
 
 from .paths import cache_root
-from .store import Store
+from .store import Store, open_or_build
 
 
 BUILDER_VERSION = 2  # bump when a loader's output changes: cached builds are keyed by it
@@ -75,9 +75,7 @@ def open_dataset(spec: str, data_dir: Optional[str] = None, seed: int = 0, max_l
         if not arg or not os.path.exists(arg):
             raise FileNotFoundError(f"data: {kind} file {arg!r} does not exist")
         out = os.path.join(cache_root(data_dir), f"{kind}-{_content_key(arg)}-v{BUILDER_VERSION}-{rule}-seed{seed}")
-        if os.path.exists(os.path.join(out, "schema.json")):
-            return Store(out)
-        return real.BUILDERS[kind](arg, out, seed=seed, history_rule=rule)
+        return open_or_build(out, lambda tmp: real.BUILDERS[kind](arg, tmp, seed=seed, history_rule=rule))
     if kind == "movielens-100k":
         from . import movielens100k
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -65,6 +67,25 @@ class _ColumnWriter:
 
     def close(self) -> None:
         self.f.close()
+
+
+def contents_fingerprint(path: str, meta: dict) -> str:
+    """The digest ``Store.fingerprint`` describes, of the dataset folder ``path`` laid out as
+    ``meta`` (schema.json's contents) says."""
+    h = hashlib.blake2b(digest_size=16)
+    layout = {k: meta.get(k) for k in ("format", "schema", "num_events", "num_samples",
+                                       "event_columns", "sample_columns")}
+    h.update(json.dumps(layout, sort_keys=True).encode())
+    parts = [("events", c) for c in sorted(meta["event_columns"])]
+    parts += [(split, c) for split in sorted(meta["num_samples"]) for c in sorted(meta["sample_columns"])]
+    for folder, column in parts:
+        h.update(f"{folder}/{column}\0".encode())
+        file = os.path.join(path, folder, f"{column}.bin")
+        if os.path.exists(file):  # a column with no rows may have no file
+            with open(file, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+    return h.hexdigest()
 
 
 class StoreWriter:
@@ -124,6 +145,7 @@ class StoreWriter:
             "sample_columns": {c: list(v) for c, v in sample_columns(self.schema).items()},
             "info": self.info,
         }
+        meta["fingerprint"] = contents_fingerprint(self.path, meta)  # checked by Store.fingerprint
         tmp = os.path.join(self.path, "schema.json.tmp")
         with open(tmp, "w") as f:
             json.dump(meta, f, indent=2)
@@ -178,22 +200,17 @@ class Store:
         of every event and sample column (not ``info``, which holds provenance such as paths). Two
         folders with the same samples give the same value wherever they live; a rebuilt or edited
         dataset gives another. Runs that store results key them by it. Computed once per ``Store``
-        (it reads every column: about a second per GB)."""
+        (it reads every column: about a second per GB). A dataset records its fingerprint when it
+        is built; contents that no longer match it raise ``ValueError`` (damaged or rewritten in
+        place), so no run trains on, or keys its results by, data other than what was built."""
         if getattr(self, "_fingerprint", None) is None:
-            h = hashlib.blake2b(digest_size=16)
-            layout = {k: self.meta.get(k) for k in ("format", "schema", "num_events", "num_samples",
-                                                     "event_columns", "sample_columns")}
-            h.update(json.dumps(layout, sort_keys=True).encode())
-            parts = [("events", c) for c in sorted(self.meta["event_columns"])]
-            parts += [(split, c) for split in sorted(self.meta["num_samples"]) for c in sorted(self.meta["sample_columns"])]
-            for folder, column in parts:
-                h.update(f"{folder}/{column}\0".encode())
-                path = os.path.join(self.path, folder, f"{column}.bin")
-                if os.path.exists(path):  # a column with no rows may have no file
-                    with open(path, "rb") as f:
-                        for chunk in iter(lambda: f.read(1 << 22), b""):
-                            h.update(chunk)
-            self._fingerprint = h.hexdigest()
+            value = contents_fingerprint(self.path, self.meta)
+            built = self.meta.get("fingerprint")
+            if built is not None and built != value:
+                raise ValueError(f"{self.path}: its contents differ from what was built (fingerprint {value}, "
+                                 f"built as {built}): the dataset is damaged or was rewritten in place; "
+                                 "remove the folder to rebuild it")
+            self._fingerprint = value
         return self._fingerprint
 
     def split(self, name: str) -> Split:
@@ -210,3 +227,49 @@ class Store:
 
 def list_columns(store: Store) -> List[str]:
     return list(store.meta["sample_columns"])
+
+
+def _complete_store(path: str) -> Optional[Store]:
+    try:
+        return Store(path)
+    except (FileNotFoundError, ValueError):  # absent, half-built or damaged: not a dataset to use
+        return None
+
+
+def open_or_build(out_dir: str, build: Callable[[str], Store],
+                  usable: Callable[[Store], bool] = lambda store: True) -> Store:
+    """The dataset at ``out_dir`` (a cache folder), built by ``build(folder)`` when it is absent,
+    incomplete or refused by ``usable`` (another configuration).
+
+    ``build`` writes into a private sibling folder that is then renamed to ``out_dir``, so no
+    process ever reads a half-built dataset or one rewritten under it: two processes building at
+    once each build, the first rename wins and the other opens its result; a dataset replaced
+    because ``usable`` refused it is moved aside and deleted, its files still readable by
+    processes that mapped them. A build that fails leaves ``out_dir`` as it was."""
+    store = _complete_store(out_dir)
+    if store is not None and usable(store):
+        return store
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    name = os.path.basename(os.path.abspath(out_dir))
+    tmp = tempfile.mkdtemp(prefix=f".{name}.building-", dir=parent)
+    try:
+        build(tmp)
+        while True:
+            try:
+                os.rename(tmp, out_dir)  # refused while out_dir is a non-empty folder
+                break
+            except OSError:
+                if not os.path.exists(out_dir):
+                    raise
+            store = _complete_store(out_dir)
+            if store is not None and usable(store):  # built by another process meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+                return store
+            aside = tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=parent)
+            os.rename(out_dir, os.path.join(aside, name))
+            shutil.rmtree(aside, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Store(out_dir)

@@ -33,14 +33,13 @@ Each user's requests are split by time: the last 10% go to test, the 10% before 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
 
 from ..config import FieldSpec, Schema
-from .store import Store, StoreWriter
+from .store import Store, StoreWriter, open_or_build
 
 SECONDS_PER_DAY = 86400
 
@@ -284,13 +283,8 @@ def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, progress: bool
 
 
 def load_or_generate(out_dir: str, cfg: Optional[SyntheticConfig] = None) -> Store:
-    """Open ``out_dir`` if it holds this exact configuration, else (re)generate it."""
+    """Open ``out_dir`` if it holds this exact configuration, else (re)generate it (into a fresh
+    folder renamed into place: see ``store.open_or_build``)."""
     cfg = cfg or SyntheticConfig()
-    if os.path.exists(os.path.join(out_dir, "schema.json")):
-        try:
-            store = Store(out_dir)
-            if store.info.get("config") == asdict(cfg):
-                return store
-        except (ValueError, FileNotFoundError):
-            pass
-    return generate(out_dir, cfg)
+    return open_or_build(out_dir, lambda tmp: generate(tmp, cfg),
+                         usable=lambda store: store.info.get("config") == asdict(cfg))

@@ -207,3 +207,26 @@ def test_jobs_and_threads_errors(tmp_path, capsys, command, flag, value):
     code = main([*command, "--out", str(tmp_path / "o"), flag, value])
     _one_line_error(capsys, code, flag.lstrip("-"), ">= 1", value)
     assert not (tmp_path / "o").exists()
+
+
+def test_data_generate_replaces_a_dataset_whole_and_refuses_other_folders(tmp_path, capsys):
+    """`suan data generate` builds aside and renames: generating into a dataset replaces it whole
+    (nothing left beside it); a folder holding other files is refused in one line, untouched."""
+    from suan.data.store import Store
+
+    out = tmp_path / "ds"
+    args = ["data", "generate", "--preset", "tiny", "--users", "40", "--out", str(out)]
+    assert main(args) == 0
+    first = Store(str(out)).fingerprint()
+    assert main(args + ["--seed", "1"]) == 0
+    again = Store(str(out))
+    assert again.info["config"]["seed"] == 1 and again.fingerprint() != first
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    capsys.readouterr()
+    assert main(["data", "generate", "--preset", "tiny", "--users", "40", "--out", str(mine)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out:" in err[0] and "no suan dataset" in err[0]
+    assert os.listdir(mine) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"

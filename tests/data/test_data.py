@@ -81,6 +81,67 @@ def test_store_detects_damage(tmp_path):
         Store(str(tmp_path / "nothing"))
 
 
+def test_a_store_rewritten_in_place_is_refused(tmp_path):
+    """A dataset records its fingerprint when built; contents changed under it (same sizes, so
+    opening it cannot tell) are refused by ``fingerprint()``, which every run calls."""
+    store = generate(str(tmp_path / "s"), TINY)
+    assert store.meta["fingerprint"] == store.fingerprint()
+    labels = np.memmap(os.path.join(store.path, "train", "label.bin"), dtype="<f4", mode="r+")
+    labels[0] = 1.0 - labels[0]
+    labels.flush()
+    del labels
+    with pytest.raises(ValueError, match="differ from what was built"):
+        Store(store.path).fingerprint()
+
+
+def _leftovers(folder):
+    return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
+
+def test_a_cache_is_built_aside_and_renamed_into_place(tmp_path):
+    """open_or_build never exposes a half-built dataset: a folder without schema.json is replaced,
+    a dataset another process finished first is used (ours discarded), a failed build leaves the
+    folder as it was, and nothing is left beside it."""
+    from suan.data.store import open_or_build
+
+    out = tmp_path / "cache" / "ds"
+    os.makedirs(out)
+    (out / "partial.bin").write_bytes(b"half")  # a build that died before writing schema.json
+    built = open_or_build(str(out), lambda tmp: generate(tmp, TINY))
+    assert built.path == str(out) and not (out / "partial.bin").exists()
+    assert built.fingerprint() == generate(str(tmp_path / "ref"), TINY).fingerprint()
+    assert open_or_build(str(out), lambda tmp: pytest.fail("rebuilt a complete dataset")).path == str(out)
+
+    other = tmp_path / "cache" / "raced"
+    other_cfg = dataclasses.replace(TINY, seed=7)
+
+    def raced(tmp):  # another process finishes the same folder while this one builds
+        generate(str(other), other_cfg)
+        return generate(tmp, TINY)
+
+    winner = open_or_build(str(other), raced)
+    assert winner.info["config"]["seed"] == 7
+    with pytest.raises(RuntimeError, match="boom"):
+        open_or_build(str(tmp_path / "cache" / "failed"), lambda tmp: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert not (tmp_path / "cache" / "failed").exists()
+    assert _leftovers(tmp_path / "cache") == []
+
+
+def test_a_cached_synthetic_dataset_of_another_config_is_replaced_not_rewritten(tmp_path):
+    """Regenerating a cache for another configuration swaps folders: a process that already
+    mapped the old dataset keeps reading its bytes unchanged."""
+    from suan.data.synthetic import load_or_generate
+
+    out = str(tmp_path / "cache" / "syn")
+    old = load_or_generate(out, TINY)
+    before = np.array(old.split("train").columns["label"])
+    new = load_or_generate(out, dataclasses.replace(TINY, seed=7))
+    assert new.info["config"]["seed"] == 7 and new.path == out
+    np.testing.assert_array_equal(np.asarray(old.split("train").columns["label"]), before)
+    assert load_or_generate(out, dataclasses.replace(TINY, seed=7)).fingerprint() == new.fingerprint()
+    assert _leftovers(tmp_path / "cache") == []
+
+
 def test_batches_are_jagged_and_match_the_store(tmp_path):
     store = generate(str(tmp_path / "s"), TINY)
     sp = store.split("train")

@@ -305,12 +305,14 @@ def test_cpu_bf16_autocasts_the_step_on_cpu(tmp_path, store):
 
 
 def _copy_store(store, path, flip_label: bool = False):
-    """A copy of ``store``'s folder at ``path``; ``flip_label`` flips the first training label."""
+    """A copy of ``store``'s folder at ``path``; ``flip_label`` flips the first training label
+    and records the new contents' fingerprint, as building that dataset would."""
+    import json
     import shutil
 
     import numpy as np
 
-    from suan.data.store import Store
+    from suan.data.store import Store, contents_fingerprint
 
     shutil.copytree(store.path, path)
     if flip_label:
@@ -318,6 +320,12 @@ def _copy_store(store, path, flip_label: bool = False):
         labels[0] = 1.0 - labels[0]
         labels.flush()
         del labels
+        meta_path = os.path.join(path, "schema.json")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        meta["fingerprint"] = contents_fingerprint(str(path), meta)
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
     return Store(str(path))
 
 
