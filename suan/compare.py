@@ -251,11 +251,14 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
     if n < 2:
         return out
     sd = d.std(ddof=1)
-    out["t"] = float(d.mean() / (sd / math.sqrt(n))) if sd > 0 else float("inf") * np.sign(d.mean())
+    # every seed the same difference: none at all is p = 1, a constant non-zero one p = 0
+    no_difference = sd == 0 and d.mean() == 0
+    out["t"] = float(d.mean() / (sd / math.sqrt(n))) if sd > 0 else (0.0 if no_difference else
+                                                                      float("inf") * np.sign(d.mean()))
     try:
         from scipy import stats
 
-        out["p"] = float(stats.ttest_rel(a, b).pvalue) if sd > 0 else 0.0
+        out["p"] = float(stats.ttest_rel(a, b).pvalue) if sd > 0 else (1.0 if no_difference else 0.0)
         out["test"] = "paired t-test"
     except ImportError:
         signs = np.array(np.meshgrid(*[[-1, 1]] * n)).reshape(n, -1).T

@@ -332,6 +332,13 @@ def test_paired_test_matches_scipy_and_the_sign_flip_fallback(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "scipy", None)
     f = paired_test(a, b)
     assert f["test"] == "sign-flip permutation test" and abs(f["p"] - 2 / 32) < 1e-12
+    monkeypatch.undo()
+    for test in ("paired t-test", "sign-flip permutation test"):  # no difference on any seed: p = 1
+        if test != "paired t-test":
+            monkeypatch.setitem(__import__("sys").modules, "scipy", None)
+        same, shifted = paired_test(a, a), paired_test([x + 0.01 for x in a], a)
+        assert same["test"] == test and same["p"] == 1.0 and same["t"] == 0.0 and same["mean_diff"] == 0.0
+        assert shifted["p"] < 0.1 and shifted["t"] > 0
 
 
 def test_distill_study_smoke_picks_on_valid_and_resumes(tmp_path):
