@@ -13,6 +13,7 @@ from suan import scaling
 from suan.compare import run_compare
 from suan.defaults import SCALING_PRESETS
 from suan.errors import UserError
+from support.stores import relabel, relabelled_copy
 
 
 def test_power_law_fit_recovers_parameters():
@@ -69,11 +70,7 @@ def test_scaling_runner_resumes_and_reports(tmp_path, monkeypatch, capsys):
     tiny = open_data("synthetic:tiny", str(tmp_path / "data"))
     assert plan["data_fingerprint"] == tiny.fingerprint()
     edited = str(tmp_path / "edited")
-    shutil.copytree(tiny.path, edited)
-    labels = np.memmap(os.path.join(edited, "train", "label.bin"), dtype="<f4", mode="r+")
-    labels[:50] = 1.0 - labels[:50]
-    labels.flush()
-    del labels
+    relabelled_copy(tiny.path, edited, rows=50)
     monkeypatch.setitem(SCALING_PRESETS, "edited", dataclasses.replace(preset, data=edited))
     with pytest.raises(UserError, match="holds a sweep on other data"):
         scaling.run_scaling(out, preset="edited", distill=True, data_dir=str(tmp_path / "data"), n_boot=5)
@@ -453,10 +450,7 @@ def test_compare_keys_stored_runs_by_the_contents_they_trained_on(tmp_path, caps
     assert os.path.getmtime(copy_result) == os.path.getmtime(result)
     assert there["models"]["dnn"]["auc"] == first["models"]["dnn"]["auc"]
     assert there["models"]["dnn"]["inference_ms_k100"] > 0  # from the copy's own checkpoint
-    labels = np.memmap(os.path.join(moved, "train", "label.bin"), dtype="<f4", mode="r+")
-    labels[:50] = 1.0 - labels[:50]
-    labels.flush()
-    del labels
+    relabel(moved, rows=50)
     assert Store(moved).fingerprint() != tiny.fingerprint()
     with pytest.raises(UserError, match="another data_fingerprint"):
         run_compare(moved, out, **kw)

@@ -305,27 +305,16 @@ def test_cpu_bf16_autocasts_the_step_on_cpu(tmp_path, store):
 
 
 def _copy_store(store, path, flip_label: bool = False):
-    """A copy of ``store``'s folder at ``path``; ``flip_label`` flips the first training label
-    and records the new contents' fingerprint, as building that dataset would."""
-    import json
+    """A copy of ``store``'s folder at ``path``; ``flip_label`` makes it another dataset (its
+    first training label flipped, as building that dataset would give)."""
     import shutil
 
-    import numpy as np
+    from suan.data.store import Store
+    from support.stores import relabelled_copy
 
-    from suan.data.store import Store, contents_fingerprint
-
-    shutil.copytree(store.path, path)
     if flip_label:
-        labels = np.memmap(os.path.join(path, "train", "label.bin"), dtype="<f4", mode="r+")
-        labels[0] = 1.0 - labels[0]
-        labels.flush()
-        del labels
-        meta_path = os.path.join(path, "schema.json")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        meta["fingerprint"] = contents_fingerprint(str(path), meta)
-        with open(meta_path, "w") as f:
-            json.dump(meta, f)
+        return relabelled_copy(store.path, str(path))
+    shutil.copytree(store.path, path)
     return Store(str(path))
 
 
