@@ -243,6 +243,8 @@ def cmd_data(args) -> int:
         cfg = dc.replace(preset(DATA_PRESETS, args.preset, "preset"), seed=args.seed)
         if args.users:
             cfg = dc.replace(cfg, num_users=args.users)
+        if os.path.lexists(args.out) and not os.path.isdir(args.out):
+            raise UserError(f"out: {args.out} is a file, not a folder; choose a new or empty folder")
         if os.path.isdir(args.out) and os.listdir(args.out) and not os.path.exists(os.path.join(args.out, "schema.json")):
             raise UserError(f"out: {args.out} is a folder that holds no suan dataset; choose a new or empty one")
         # built aside and renamed into place: a dataset already there is replaced whole, never

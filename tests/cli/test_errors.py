@@ -230,3 +230,8 @@ def test_data_generate_replaces_a_dataset_whole_and_refuses_other_folders(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out:" in err[0] and "no suan dataset" in err[0]
     assert os.listdir(mine) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
+    note = tmp_path / "note.txt"
+    note.write_text("keep")
+    assert main(["data", "generate", "--preset", "tiny", "--users", "40", "--out", str(note)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out:" in err[0] and "is a file" in err[0] and note.read_text() == "keep"
